@@ -1,0 +1,242 @@
+"""``benchmark``: the command line. Thin: parse arguments, call the modules, print one-line errors.
+
+Exit codes: 0 ok; 1 a task failed or a regression was found; 2 bad input (one ``error:`` line); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from .errors import BenchmarkError
+
+DEFAULT_DB = "results/benchmark.db"
+DEFAULT_REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference" / "paper.csv"
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.replace(",", " ").split()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"seeds must be integers, got {text!r}") from exc
+
+
+def _kv(text: str) -> tuple[str, object]:
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="benchmark", description="SimMIM pre-training and transfer benchmark.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ls = sub.add_parser("list", help="tasks and suites, with metrics and data availability")
+    ls.add_argument("what", nargs="?", choices=["tasks", "suites"], default="tasks")
+    ls.add_argument("--data-root", help="report whether each task's data is present under this folder")
+
+    run = sub.add_parser("run", help="run tasks on a checkpoint, store results")
+    sel = run.add_mutually_exclusive_group(required=True)
+    sel.add_argument("--suite", help="semantic | geometric | combined | demo | all")
+    sel.add_argument("--tasks", help="comma-separated task or group names (e.g. coco_pose,k12)")
+    run.add_argument("--ckpt", required=True, type=Path, help="canonical checkpoint (see `benchmark convert`)")
+    run.add_argument("--name", help="label of the checkpoint in leaderboards (default: file name)")
+    run.add_argument("--data-root", help="folder holding the datasets (each task's sub-folder under it)")
+    run.add_argument("--data", choices=["real", "mini"], default="real",
+                     help="mini: generate small learnable data in the real layouts under the work dir")
+    run.add_argument("--subset", type=int, default=0, help="deterministic subset of N samples per split (0: all)")
+    run.add_argument("--seed", dest="seeds", type=_seeds, action="extend", help="one or more seeds (default 0)")
+    run.add_argument("--preset", default="ci", help="paper | ci (default ci)")
+    run.add_argument("--work-dir", type=Path, default=Path("work_dirs"))
+    run.add_argument("--db", type=Path, default=Path(DEFAULT_DB))
+    run.add_argument("--force", action="store_true", help="re-run results that already exist")
+    run.add_argument("--device", default="cpu", help="cpu | cuda")
+    run.add_argument("--allow-partial", action="store_true",
+                     help="accept a checkpoint that fills less than 100%% of the backbone (not recommended)")
+
+    lb = sub.add_parser("leaderboard", help="CSV / Markdown leaderboard from the results DB")
+    lb.add_argument("--db", type=Path, default=Path(DEFAULT_DB))
+    lb.add_argument("--suite", help="only this suite's tasks")
+    lb.add_argument("--format", choices=["csv", "md"], required=True)
+    lb.add_argument("--out", type=Path, required=True)
+    lb.add_argument("--reference", nargs="?", const=str(DEFAULT_REFERENCE), default=None, metavar="CSV",
+                    help="add the paper's reported numbers as marked rows (default file: results/reference/paper.csv)")
+
+    ck = sub.add_parser("check", help="compare the newest results with a baseline leaderboard CSV")
+    ck.add_argument("--baseline", type=Path, required=True)
+    ck.add_argument("--db", type=Path, default=Path(DEFAULT_DB))
+    tol = ck.add_mutually_exclusive_group()
+    tol.add_argument("--tolerance", type=float, default=0.0, help="absolute tolerance for every metric")
+    tol.add_argument("--tolerances", type=Path, help="YAML/JSON mapping 'task/metric' -> absolute tolerance")
+
+    cv = sub.add_parser("convert", help="official SimMIM / mmpretrain / timm checkpoint -> canonical format")
+    cv.add_argument("--from", dest="source", required=True, choices=["simmim", "mmpretrain", "timm"])
+    cv.add_argument("src", type=Path)
+    cv.add_argument("dst", type=Path)
+    cv.add_argument("--arch", help="timm model name (needed for timm sources; overrides inference otherwise)")
+    cv.add_argument("--img-size", type=int)
+    cv.add_argument("--window-size", type=int, help="Swin: resize relative-position tables to this window")
+    cv.add_argument("--allow-partial", action="store_true")
+
+    ini = sub.add_parser("init", help="write a randomly initialised canonical checkpoint (the 'random' baseline)")
+    ini.add_argument("--arch", required=True, help="timm model name, e.g. vit_tiny_patch16_224")
+    ini.add_argument("--set", dest="kwargs", type=_kv, action="append", default=[],
+                     help="timm create_model override KEY=VALUE (repeatable), e.g. --set img_size=32")
+    ini.add_argument("--seed", type=int, default=0)
+    ini.add_argument("--out", type=Path, required=True)
+
+    info = sub.add_parser("inspect", help="print a canonical checkpoint's meta and coverage")
+    info.add_argument("ckpt", type=Path)
+    return p
+
+
+def cmd_list(args) -> int:
+    from . import data, registry
+
+    specs = registry.load_specs()
+    suites = registry.suites(specs)
+    if args.what == "suites":
+        print(f"{'suite':<10} {'tasks':>5} {'implemented':>11}  members")
+        for name, members in suites.items():
+            done = sum(specs[m].implemented for m in members)
+            print(f"{name:<10} {len(members):>5} {done:>11}  {', '.join(members)}")
+        return 0
+    print(f"{'task':<20} {'suite':<10} {'status':<16} {'data':<8} {'dataset':<28} metrics")
+    for spec in sorted(specs.values(), key=lambda s: (list(suites).index(s.suite), s.order)):
+        try:
+            root = data.real_root(spec, args.data_root)
+            present = "present" if all((root / p).exists() for p in spec.dataset.get("layout", [])) else "missing"
+        except BenchmarkError:
+            present = "missing"
+        status = "implemented" if spec.implemented else "not implemented"
+        metrics = " ".join(f"{m.name}{m.arrow}" for m in spec.metrics)
+        print(f"{spec.name:<20} {spec.suite:<10} {status:<16} {present:<8} "
+              f"{spec.dataset.get('name', '')[:28]:<28} {metrics}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from . import registry, runner
+
+    specs = registry.resolve(tasks=args.tasks, suite=args.suite)
+    opts = runner.RunOptions(ckpt=args.ckpt, tasks=specs, seeds=args.seeds or [0], preset=args.preset,
+                             subset=args.subset, data_root=args.data_root, mini=args.data == "mini",
+                             work_dir=args.work_dir, db=args.db, force=args.force, device=args.device,
+                             label=args.name, allow_partial=args.allow_partial, explicit_tasks=bool(args.tasks),
+                             debug=args.debug)
+    outcomes = runner.run(opts)
+    failed = [o for o in outcomes if o.status == "failed"]
+    ok = sum(o.status == "ok" for o in outcomes)
+    skipped = sum(o.status == "skipped" for o in outcomes)
+    print(f"done: {ok} ok, {skipped} skipped, {len(failed)} failed; results in {args.db}")
+    for o in failed:
+        print(f"failed: {o.task} seed {o.seed}: {o.detail}")
+    return 1 if failed else 0
+
+
+def cmd_leaderboard(args) -> int:
+    from . import leaderboard, registry
+    from .store import ResultStore
+
+    _require_db(args.db)
+    specs = registry.load_specs()
+    reference = leaderboard.load_reference(args.reference) if args.reference else None
+    table = leaderboard.build(ResultStore(args.db).results(), specs, suite=args.suite, reference=reference)
+    (leaderboard.to_csv if args.format == "csv" else leaderboard.to_markdown)(table, args.out)
+    print(f"wrote {args.out} ({len(table)} rows)")
+    return 0
+
+
+def cmd_check(args) -> int:
+    import json
+
+    import yaml
+
+    from . import leaderboard, registry
+    from .store import ResultStore
+
+    _require_db(args.db)
+    tolerances = None
+    if args.tolerances:
+        if not args.tolerances.exists():
+            raise BenchmarkError(f"tolerances file not found: {args.tolerances}", "check the path")
+        text = args.tolerances.read_text()
+        tolerances = json.loads(text) if args.tolerances.suffix == ".json" else yaml.safe_load(text)
+    specs = registry.load_specs()
+    current = leaderboard.build(ResultStore(args.db).results(), specs)
+    table, regressed = leaderboard.check(args.baseline, current, specs, tolerance=args.tolerance,
+                                         tolerances=tolerances)
+    print(table.to_string(index=False))
+    print("REGRESSION: at least one metric is worse than the baseline beyond tolerance" if regressed
+          else "ok: no regression beyond tolerance")
+    return 1 if regressed else 0
+
+
+def cmd_convert(args) -> int:
+    from . import convert
+
+    cov = convert.convert(args.src, args.dst, args.source, arch=args.arch, img_size=args.img_size,
+                          window_size=args.window_size, allow_partial=args.allow_partial)
+    print(f"wrote {args.dst}: {cov}")
+    return 0
+
+
+def cmd_init(args) -> int:
+    from . import checkpoint
+
+    sd, meta = checkpoint.create_random(args.arch, dict(args.kwargs), seed=args.seed)
+    checkpoint.save_canonical(args.out, sd, meta)
+    print(f"wrote {args.out}: random-init {meta['arch']} {meta['kwargs']} (seed {args.seed})")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from . import checkpoint
+
+    ckpt = checkpoint.load_canonical(args.ckpt)
+    cov = checkpoint.coverage_of(checkpoint.build_model(ckpt.meta), ckpt.state_dict)
+    for k, v in ckpt.meta.items():
+        print(f"{k}: {v}")
+    print(cov)
+    return 0 if cov.complete else 1
+
+
+def _require_db(path: Path) -> None:
+    if not Path(path).exists():
+        raise BenchmarkError(f"results DB not found: {path}", "run `benchmark run` first or pass --db FILE")
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard, "check": cmd_check,
+            "convert": cmd_convert, "init": cmd_init, "inspect": cmd_inspect}
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # A killed runner (SIGTERM from a scheduler or `kill`) stops its worker and keeps finished results.
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return COMMANDS[args.command](args)
+    except BenchmarkError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: finished results are saved; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,449 @@
+"""Leaderboards (pandas, CSV, Markdown), the paper's reference rows, and the regression check.
+
+Table layout (:func:`build`)
+    One row per (checkpoint, preset, subset). Identifying columns: ``checkpoint`` (label), ``sha256`` (first 12
+    hex digits), ``arch``, ``method``, ``kind`` ('measured' | 'reported'), ``preset``, ``subset`` (0 = full split)
+    and ``seeds`` (how many distinct seeds the row's results come from; empty for reported rows). Then one column
+    per task metric, named ``"{task}/{metric} {arrow}"`` (``coco_pose/AP ↑``, ``nyu_depth/rmse ↓``), ordered by
+    suite (semantic, geometric, combined, then the others), task (registry order) and metric (primary first, then
+    the spec's order). A cell is the mean over the seeds of that key; the Markdown adds ``± std`` when there are
+    two or more seeds. Only metrics declared in the task specs appear, and only columns with at least one value.
+
+Suite summary columns
+    For every suite with at least one task column in the table, one column follows that suite's metric columns:
+
+    * if the primary metrics of all of the suite's tasks share one direction, ``"{suite} mean ↑"`` (or ``↓``) is the
+      mean of the row's primary-metric values;
+    * if they mix directions (geometric: AP ↑, RMSE ↓, AO ↑), a mean of raw values is meaningless, so the column is
+      ``"{suite} mean rank ↓"``: for each task of the suite, the row's rank (1 = best, direction-aware, ties get the
+      average rank) among the *measured* rows that have the same preset and subset and a score on every task of
+      the suite; the cell is the mean of these ranks over the suite's tasks.
+
+    Either way the cell is filled only when the row has a primary-metric score for EVERY task of that suite (as
+    declared in the specs, not only the ones in the table); otherwise it is empty (NaN). Reported rows never enter
+    a rank and their mean-rank cell stays empty; a plain mean is shown for them when they are complete.
+
+Reference rows
+    ``results/reference/paper.csv`` holds the numbers the paper reports (long format: model, arch, method, task,
+    metric, value, unit, source). They become rows with kind 'reported', after the measured rows; they are the
+    paper's numbers, never scores of this suite, and the Markdown marks them with "(reported)" and a footnote.
+
+Regression check (:func:`check`)
+    Compares a committed leaderboard CSV with a freshly built table, metric by metric and direction-aware; see
+    its docstring.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import BenchmarkError
+from .registry import DIRECTIONS, PAPER_SUITES, Metric, TaskSpec, suites
+
+ID_COLUMNS = ["checkpoint", "sha256", "arch", "method", "kind", "preset", "subset", "seeds"]
+REFERENCE_CSV = Path(__file__).resolve().parent.parent / "results" / "reference" / "paper.csv"
+REFERENCE_COLUMNS = ["model", "arch", "method", "task", "metric", "value", "source"]
+COMPARISON_COLUMNS = ["checkpoint", "sha256", "preset", "subset", "column", "baseline", "current", "delta",
+                      "tolerance", "status", "matched_by"]
+RANK_SUFFIX = " mean rank ↓"
+_METRIC_RE = re.compile(r"^(?P<task>[^/]+)/(?P<metric>.+?)(?: (?P<arrow>[↑↓]))?$")
+_ARROW_TO_DIR = {v: k for k, v in DIRECTIONS.items()}
+
+
+# -- names and order ----------------------------------------------------------------------------------------------
+def column_name(task: str, metric: Metric) -> str:
+    return f"{task}/{metric.name} {metric.arrow}"
+
+
+def _suite_order(specs: dict[str, TaskSpec]) -> list[str]:
+    present = list(dict.fromkeys(s.suite for s in specs.values()))
+    return [s for s in PAPER_SUITES if s in present] + sorted(s for s in present if s not in PAPER_SUITES)
+
+
+def _selected_tasks(specs: dict[str, TaskSpec], suite: str | None) -> list[str]:
+    all_suites = suites(specs)
+    if suite is not None and suite not in all_suites:
+        raise BenchmarkError(f"unknown suite '{suite}'", f"choose one of: {', '.join(sorted(all_suites))}")
+    chosen = set(all_suites[suite]) if suite is not None else set(specs)
+    return [t for s in _suite_order(specs) for t in all_suites[s] if t in chosen]
+
+
+def _metric_columns(specs: dict[str, TaskSpec], tasks: list[str]) -> list[tuple[str, str, Metric]]:
+    out = []
+    for t in tasks:
+        spec = specs[t]
+        ordered = [spec.primary] + [m for m in spec.metrics if m is not spec.primary]
+        out += [(column_name(t, m), t, m) for m in ordered]
+    return out
+
+
+def _summary_names(specs: dict[str, TaskSpec]) -> dict[str, str]:
+    """Summary column name -> suite, for every suite of ``specs``."""
+    names = {}
+    for s, tasks in suites(specs).items():
+        if s == "all" or not tasks:
+            continue
+        dirs = {specs[t].primary.direction for t in tasks}
+        names[f"{s} mean {DIRECTIONS[dirs.pop()]}" if len(dirs) == 1 else f"{s}{RANK_SUFFIX}"] = s
+    return names
+
+
+# -- build --------------------------------------------------------------------------------------------------------
+def build(results: pd.DataFrame | None, specs: dict[str, TaskSpec], suite: str | None = None,
+          reference: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The leaderboard of ``results`` (ResultStore.results()), optionally one suite's tasks only ('all' = the three
+    paper suites), with the ``reference`` rows (load_reference()) appended as kind 'reported'."""
+    tasks = _selected_tasks(specs, suite)
+    mcols = _metric_columns(specs, tasks)
+    known = {(t, m.name): c for c, t, m in mcols}
+    rows: list[dict] = []
+    std: dict[tuple, dict[str, float]] = {}
+
+    if results is not None and len(results):
+        need = {"ckpt_sha256", "task", "preset", "subset", "seed", "metric", "value"}
+        if not need <= set(results.columns):
+            raise BenchmarkError(f"results table lacks columns {sorted(need - set(results.columns))}",
+                                 "pass ResultStore.results()")
+        res = results.copy()
+        res["column"] = [known.get((t, m)) for t, m in zip(res["task"], res["metric"])]
+        res = res[res["column"].notna()]
+        if "finished_at" not in res.columns:
+            res["finished_at"] = 0.0
+        for c in ("ckpt_label", "arch", "method"):
+            if c not in res.columns:
+                res[c] = ""
+        latest = (res.sort_values("finished_at", kind="stable").groupby("ckpt_sha256").last())
+        for (sha, preset, subset), grp in res.groupby(["ckpt_sha256", "preset", "subset"], sort=False):
+            meta = latest.loc[sha]
+            row = {"checkpoint": str(meta["ckpt_label"] or sha[:12]), "sha256": str(sha)[:12],
+                   "arch": str(meta["arch"]), "method": str(meta["method"]), "kind": "measured",
+                   "preset": str(preset), "subset": int(subset), "seeds": int(grp["seed"].nunique())}
+            cell_std = {}
+            for col, vals in grp.groupby("column")["value"]:
+                row[col] = float(vals.mean())
+                if len(vals) >= 2:
+                    cell_std[col] = float(vals.std(ddof=1))
+            rows.append(row)
+            if cell_std:
+                std[(row["sha256"], row["preset"], row["subset"])] = cell_std
+        rows.sort(key=lambda r: (r["preset"], r["subset"], r["checkpoint"], r["sha256"]))
+
+    sources: list[str] = []
+    if reference is not None and len(reference):
+        ref = reference.copy()
+        ref["column"] = [known.get((t, m)) for t, m in zip(ref["task"], ref["metric"])]
+        ref = ref[ref["column"].notna()]
+        for model, grp in ref.groupby("model", sort=False):
+            first = grp.iloc[0]
+            row = {"checkpoint": str(model), "sha256": "", "arch": str(first["arch"]), "method": str(first["method"]),
+                   "kind": "reported", "preset": "paper", "subset": 0, "seeds": pd.NA}
+            row.update({c: float(v) for c, v in zip(grp["column"], grp["value"])})
+            rows.append(row)
+            if "source" in grp.columns:
+                for src in grp["source"].astype(str):
+                    if src and src not in sources:
+                        sources.append(src)
+
+    table = pd.DataFrame(rows, columns=ID_COLUMNS + [c for c, _, _ in mcols])
+    present = [c for c, _, _ in mcols if table[c].notna().any()]
+    summary = _suite_summaries(table, specs, {t for c, t, _ in mcols if c in present})
+    order = list(ID_COLUMNS)
+    suite_of = {c: specs[t].suite for c, t, _ in mcols}
+    for i, c in enumerate(present):
+        order.append(c)
+        s = suite_of[c]
+        if i + 1 == len(present) or suite_of[present[i + 1]] != s:
+            order += [name for name, (sname, _) in summary.items() if sname == s]
+    for name, (_, values) in summary.items():
+        table[name] = values
+    table = table[order].reset_index(drop=True)
+    table = table.astype({"subset": "int64", "seeds": "Int64"})
+    for c in order[len(ID_COLUMNS):]:
+        table[c] = table[c].astype("float64")
+    table.attrs = {"suite": suite, "std": std, "sources": sources}
+    return table
+
+
+def _suite_summaries(table: pd.DataFrame, specs: dict[str, TaskSpec],
+                     tasks_in_table: set[str]) -> dict[str, tuple[str, pd.Series]]:
+    out: dict[str, tuple[str, pd.Series]] = {}
+    all_suites = suites(specs)
+    names = {s: n for n, s in _summary_names(specs).items()}
+    for s in _suite_order(specs):
+        stasks = all_suites.get(s, [])
+        if not any(t in tasks_in_table for t in stasks):
+            continue
+        prim = [column_name(t, specs[t].primary) for t in stasks]
+        vals = table.reindex(columns=prim).astype("float64")
+        complete = vals.notna().all(axis=1)
+        name = names[s]
+        if not name.endswith(RANK_SUFFIX):
+            out[name] = (s, vals.mean(axis=1).where(complete))
+            continue
+        result = pd.Series(math.nan, index=table.index, dtype="float64")
+        pool = complete & (table["kind"] == "measured")
+        for _, idx in table[pool].groupby(["preset", "subset"]).groups.items():
+            ranks = [vals.loc[idx, c].rank(ascending=specs[t].primary.direction == "down", method="average")
+                     for c, t in zip(prim, stasks)]
+            result.loc[idx] = pd.concat(ranks, axis=1).mean(axis=1)
+        out[name] = (s, result)
+    return out
+
+
+# -- files --------------------------------------------------------------------------------------------------------
+def _atomic_write(path: str | Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def to_csv(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write the table as UTF-8 CSV (full float precision, empty cells for missing values), atomically."""
+    return _atomic_write(path, table.to_csv(index=False, na_rep="", lineterminator="\n"))
+
+
+def read_csv(path: str | Path) -> pd.DataFrame:
+    """Read a CSV written by :func:`to_csv` back (text columns stay text, floats round-trip exactly)."""
+    text_cols = ("checkpoint", "sha256", "arch", "method", "kind", "preset")
+    df = pd.read_csv(path, dtype={c: str for c in text_cols}, keep_default_na=False, na_values=[""],
+                     float_precision="round_trip", encoding="utf-8")
+    for c in text_cols:
+        if c in df.columns:
+            df[c] = df[c].fillna("")
+    return df
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+        return "—"
+    v = float(v)
+    a = abs(v)
+    return f"{v:.3f}" if a < 10 else f"{v:.2f}" if a < 100 else f"{v:.1f}"
+
+
+def _fmt_like(s: float, v: float) -> str:
+    a = abs(v)
+    return f"{s:.3f}" if a < 10 else f"{s:.2f}" if a < 100 else f"{s:.1f}"
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(table: pd.DataFrame, title: str | None = None) -> str:
+    """The Markdown text of :func:`to_markdown` (a title, a legend, the table, and a footnote for reported rows)."""
+    suite = table.attrs.get("suite")
+    title = title or ("Leaderboard" + (f": suite {suite}" if suite else ""))
+    std = table.attrs.get("std", {})
+    cols = [c for c in table.columns if c != "kind"]
+    lines = [f"# {title}", "",
+             "↑ higher is better, ↓ lower is better; a cell is the mean over seeds (± std with ≥ 2 seeds); "
+             "'mean rank' ranks the measured rows of one preset and subset (1 = best). "
+             "Rows marked (reported) are the paper's numbers, not scores of this suite.", ""]
+    lines.append("| " + " | ".join(_cell(c) for c in cols) + " |")
+    lines.append("|" + "|".join("---" if c in ID_COLUMNS[:5] else "---:" for c in cols) + "|")
+    any_reported = False
+    for _, row in table.iterrows():
+        reported = row.get("kind") == "reported"
+        any_reported |= reported
+        key_std = std.get((row.get("sha256"), row.get("preset"), row.get("subset")), {}) if not reported else {}
+        cells = []
+        for c in cols:
+            v = row[c]
+            if c == "checkpoint":
+                cells.append(_cell(v) + (" (reported)" if reported else ""))
+            elif c in ("sha256", "arch", "method", "preset"):
+                cells.append(_cell("" if pd.isna(v) else v))
+            elif c in ("subset", "seeds"):
+                cells.append("—" if pd.isna(v) else str(int(v)))
+            else:
+                text = _fmt(v)
+                if c in key_std and not pd.isna(v):
+                    text += " ± " + _fmt_like(key_std[c], v)
+                cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    if any_reported:
+        lines += ["", "(reported): numbers reported by Xie et al., \"Revealing the Dark Secrets of Masked Image "
+                  "Modeling\" (CVPR 2023), copied from results/reference/paper.csv; they are not scores of this "
+                  "suite and never enter a rank."]
+        lines += [f"- {s}" for s in table.attrs.get("sources", [])]
+    return "\n".join(lines) + "\n"
+
+
+def to_markdown(table: pd.DataFrame, path: str | Path, title: str | None = None) -> str:
+    """Write the Markdown leaderboard atomically; returns its text."""
+    text = render_markdown(table, title)
+    _atomic_write(path, text)
+    return text
+
+
+# -- reference rows -----------------------------------------------------------------------------------------------
+def load_reference(path: str | Path = REFERENCE_CSV) -> pd.DataFrame:
+    """The paper's reported numbers (long format: model, arch, method, task, metric, value, [unit,] source)."""
+    path = Path(path)
+    if not path.is_file():
+        raise BenchmarkError(f"reference file {path} not found", f"restore it from git ({REFERENCE_CSV.name})")
+    try:
+        ref = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise BenchmarkError(f"reference file {path} is not a readable CSV ({exc})", "restore it from git") from exc
+    missing = [c for c in REFERENCE_COLUMNS if c not in ref.columns]
+    if missing:
+        raise BenchmarkError(f"reference file {path} lacks columns {missing}",
+                             f"it needs: {', '.join(REFERENCE_COLUMNS)}")
+    try:
+        ref["value"] = ref["value"].astype("float64")
+    except ValueError as exc:
+        raise BenchmarkError(f"reference file {path} has a non-numeric value ({exc})", "fix the file") from exc
+    bad = ref[~ref["value"].map(math.isfinite)]
+    if len(bad):
+        raise BenchmarkError(f"reference file {path} has a non-finite value for {bad.iloc[0]['task']}",
+                             "fix the file")
+    return ref
+
+
+# -- regression check ---------------------------------------------------------------------------------------------
+def _parse_metric(col: str, specs: dict[str, TaskSpec], need_arrow: bool) -> tuple[str, Metric] | None:
+    m = _METRIC_RE.match(col)
+    if not m or m["task"] not in specs or (need_arrow and not m["arrow"]):
+        return None
+    try:
+        metric = specs[m["task"]].metric(m["metric"])
+    except KeyError:
+        return None
+    if m["arrow"] and _ARROW_TO_DIR[m["arrow"]] != metric.direction:
+        return None
+    return m["task"], metric
+
+
+def _metric_columns_of(columns, specs) -> tuple[dict[str, tuple[str, Metric]], list[str]]:
+    summary = _summary_names(specs)
+    metrics, unknown = {}, []
+    for c in columns:
+        if c in ID_COLUMNS or c in summary:
+            continue
+        parsed = _parse_metric(str(c), specs, need_arrow=True)
+        if parsed is None:
+            unknown.append(str(c))
+        else:
+            metrics[c] = parsed
+    return metrics, unknown
+
+
+def check(baseline_csv: str | Path, current: pd.DataFrame, specs: dict[str, TaskSpec], tolerance: float = 0.0,
+          tolerances: dict[str, float] | None = None) -> tuple[pd.DataFrame, bool]:
+    """Compare a leaderboard CSV written by :func:`to_csv` (the baseline) with the current table.
+
+    Rows are matched on (sha256, preset, subset); a baseline row whose sha256 is empty, absent, or found in no
+    current row is matched on (checkpoint, preset, subset) instead (``matched_by`` tells which). Reported rows are
+    skipped on both sides, and so are the suite summary columns (derived from the metric columns; a mean rank also
+    depends on the other rows). Every metric column with a baseline value is compared, direction-aware: a
+    REGRESSION is ``current < baseline - tol`` for ↑ and ``current > baseline + tol`` for ↓; 'improved' is the
+    mirror image; anything in between is 'ok'. ``tol`` is ``tolerances[column]`` (key with or without the arrow,
+    e.g. 'nyu_depth/rmse ↓' or 'nyu_depth/rmse'), else ``tolerance``. A baseline value with no current value
+    (metric or whole row absent) is 'missing': reported, but NOT a regression. Columns only in the current table
+    are ignored.
+
+    Returns (comparison table with COMPARISON_COLUMNS, whether any regression happened). Raises BenchmarkError
+    when the baseline file is missing, is not a leaderboard CSV, has columns that match no task/metric of
+    ``specs`` (or a tolerance key does not), or when no baseline row matches any current row.
+    """
+    path = Path(baseline_csv)
+    if not path.is_file():
+        raise BenchmarkError(f"baseline {path} not found",
+                             "pass a leaderboard CSV written by `benchmark leaderboard` (e.g. results/*.csv)")
+    try:
+        base = read_csv(path)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise BenchmarkError(f"baseline {path} is not a leaderboard CSV ({exc})",
+                             "pass a CSV written by `benchmark leaderboard`") from exc
+    if "checkpoint" not in base.columns:
+        raise BenchmarkError(f"baseline {path} is not a leaderboard CSV (no 'checkpoint' column)",
+                             "pass a CSV written by `benchmark leaderboard`")
+    if tolerance < 0:
+        raise BenchmarkError(f"tolerance {tolerance} is negative", "pass a tolerance ≥ 0")
+    metrics, unknown = _metric_columns_of(base.columns, specs)
+    _, unknown_cur = _metric_columns_of(current.columns, specs)
+    unknown += [c for c in unknown_cur if c not in unknown]
+    if unknown:
+        raise BenchmarkError(f"unknown columns: {', '.join(unknown)}",
+                             "columns must be 'task/metric ↑|↓' of a registered task (see `benchmark list`); "
+                             "rebuild the baseline with the current specs")
+    tol_by_col: dict[str, float] = {}
+    bad_keys = []
+    for k, v in (tolerances or {}).items():
+        parsed = _parse_metric(str(k), specs, need_arrow=False)
+        if parsed is None:
+            bad_keys.append(str(k))
+            continue
+        if v < 0:
+            raise BenchmarkError(f"tolerance for {k} is negative ({v})", "pass tolerances ≥ 0")
+        tol_by_col[column_name(*parsed)] = float(v)
+    if bad_keys:
+        raise BenchmarkError(f"unknown tolerance keys: {', '.join(bad_keys)}",
+                             "use 'task/metric' of a registered task, e.g. 'nyu_depth/rmse'")
+
+    def measured(df: pd.DataFrame) -> pd.DataFrame:
+        return df[df["kind"] != "reported"] if "kind" in df.columns else df
+
+    base, cur = measured(base), measured(current)
+    extra = [c for c in ("preset", "subset") if c in base.columns and c in cur.columns]
+    rows: list[dict] = []
+    matched_any = False
+    for _, b in base.iterrows():
+        same = pd.Series(True, index=cur.index)
+        if "preset" in extra:
+            same &= cur["preset"].astype(str) == str(b["preset"])
+        if "subset" in extra:
+            same &= pd.to_numeric(cur["subset"], errors="coerce") == pd.to_numeric(b["subset"], errors="coerce")
+        sha = b.get("sha256")
+        sha = "" if sha is None or pd.isna(sha) else str(sha)
+        hit, by = cur.iloc[0:0], "sha256"
+        if sha and "sha256" in cur.columns:
+            hit = cur[same & (cur["sha256"].astype(str) == sha)]
+        if not len(hit):
+            hit, by = cur[same & (cur["checkpoint"].astype(str) == str(b["checkpoint"]))], "checkpoint"
+        matched_any |= bool(len(hit))
+        targets = [r for _, r in hit.iterrows()] or [None]
+        for r in targets:
+            for col, (_task, metric) in metrics.items():
+                bv = b[col]
+                if pd.isna(bv):
+                    continue
+                bv = float(bv)
+                cv = float(r[col]) if r is not None and col in r.index and not pd.isna(r[col]) else math.nan
+                tol = tol_by_col.get(col, float(tolerance))
+                eps = 1e-9 * max(1.0, abs(bv))
+                if math.isnan(cv):
+                    status = "missing"
+                else:
+                    worse = cv < bv - tol - eps if metric.direction == "up" else cv > bv + tol + eps
+                    better = cv > bv + tol + eps if metric.direction == "up" else cv < bv - tol - eps
+                    status = "REGRESSION" if worse else "improved" if better else "ok"
+                rows.append({"checkpoint": str(b["checkpoint"]),
+                             "sha256": str(r["sha256"]) if r is not None and "sha256" in r.index else sha,
+                             "preset": str(b["preset"]) if "preset" in b.index else "",
+                             "subset": int(b["subset"]) if "subset" in b.index else 0,
+                             "column": col, "baseline": bv, "current": cv, "delta": cv - bv, "tolerance": tol,
+                             "status": status, "matched_by": by if r is not None else ""})
+    if not matched_any:
+        raise BenchmarkError(f"no row of baseline {path} matches a current row",
+                             "rows match on sha256 (or checkpoint label) with the same preset and subset; "
+                             "run the baseline's checkpoints and preset first")
+    out = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
+    return out, bool((out["status"] == "REGRESSION").any())

@@ -1,0 +1,268 @@
+"""Plan and run tasks: one subprocess per (task, seed), skip finished results, show progress, record failures.
+
+A result's identity is (checkpoint sha256, task, preset, subset, seed). Finished identities are skipped unless
+``force``; so re-running an interrupted command resumes where it stopped. Each finished task is written to the
+results DB in one transaction and to ``<work-dir>/<sha12>/<task>/<preset>-subset<N>-seed<S>/result.json``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import checkpoint, data
+from .errors import BenchmarkError
+from .registry import TaskSpec
+from .store import ResultStore, RunInfo, RunKey
+from .worker import PROGRESS
+
+PACKAGES = ("torch", "torchvision", "timm", "mmengine", "mmcv", "mmdet", "mmsegmentation", "mmpose", "numpy")
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class RunOptions:
+    ckpt: Path
+    tasks: list[TaskSpec]
+    seeds: list[int] = field(default_factory=lambda: [0])
+    preset: str = "ci"
+    subset: int = 0
+    data_root: str | None = None
+    mini: bool = False
+    work_dir: Path = Path("work_dirs")
+    db: Path = Path("results/benchmark.db")
+    force: bool = False
+    device: str = "cpu"
+    label: str | None = None
+    allow_partial: bool = False
+    explicit_tasks: bool = False  # tasks named with --tasks (an unimplemented one is an error, not a skip)
+    debug: bool = False
+
+
+@dataclass
+class Outcome:
+    task: str
+    seed: int
+    status: str  # ok | skipped | failed | interrupted
+    detail: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def git_sha() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def ensure_writable(folder: Path, what: str) -> Path:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise BenchmarkError(f"{what} {folder} is not writable ({exc.strerror})",
+                             f"choose another folder with --{what.replace(' ', '-')}") from exc
+    return folder
+
+
+def _select(opts: RunOptions) -> tuple[list[TaskSpec], list[str]]:
+    todo = [s for s in opts.tasks if s.implemented]
+    missing = [s.name for s in opts.tasks if not s.implemented]
+    if missing and opts.explicit_tasks:
+        raise BenchmarkError(f"not implemented yet: {', '.join(missing)}",
+                             "drop them from --tasks (`benchmark list` shows what is implemented)")
+    if not todo:
+        raise BenchmarkError(f"none of the selected tasks is implemented yet ({', '.join(missing)})",
+                             "see `benchmark list` for the implemented tasks")
+    return todo, missing
+
+
+def _check_data(specs: list[TaskSpec], opts: RunOptions) -> None:
+    """Fail before any work if a real data root is missing (the worker checks the details again)."""
+    if opts.mini:
+        return
+    from tasks.base import TaskAdapter
+
+    for spec in specs:
+        TaskAdapter.check_data(spec, data.real_root(spec, opts.data_root))
+
+
+class Progress:
+    """A bar per suite and one per running task (tqdm on a terminal), plain lines otherwise."""
+
+    def __init__(self, total: int):
+        self.tty = sys.stderr.isatty()
+        self.total, self.done = total, 0
+        if self.tty:
+            from tqdm import tqdm
+
+            self.suite = tqdm(total=total, desc="suite", position=0, unit="task", leave=True)
+            self.task = tqdm(total=1000, position=1, leave=False, bar_format="{desc} {bar} {percentage:3.0f}% "
+                             "[{elapsed}<{remaining}] {postfix}")
+
+    def start(self, name: str) -> None:
+        if self.tty:
+            self.task.reset()
+            self.task.set_description(name)
+        else:
+            print(f"[{self.done + 1}/{self.total}] {name} ...", file=sys.stderr, flush=True)
+
+    def update(self, frac: float, msg: str) -> None:
+        if self.tty:
+            self.task.n = int(1000 * frac)
+            self.task.set_postfix_str(msg[:40], refresh=True)
+
+    def end(self, line: str) -> None:
+        self.done += 1
+        if self.tty:
+            self.suite.write(line)
+            self.suite.update(1)
+        else:
+            print(f"[{self.done}/{self.total}] {line}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.tty:
+            self.task.close()
+            self.suite.close()
+
+
+def _run_worker(job: dict, progress: Progress) -> tuple[int, str]:
+    """Run the worker; stream its progress; return (exit code, last error line)."""
+    job_path = Path(job["job_path"])
+    job_path.write_text(json.dumps(job, indent=2))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    last_error = ""
+    with open(job["log"], "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "benchmark.worker", str(job_path)], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO, start_new_session=True)
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                if line.startswith(PROGRESS):
+                    parts = line.split(maxsplit=2)
+                    progress.update(float(parts[1]), parts[2].strip() if len(parts) > 2 else "")
+                elif line.startswith("error: "):
+                    last_error = line[len("error: "):].strip()
+            code = proc.wait()
+        except BaseException:
+            # Ctrl-C / SIGTERM of the runner: stop the worker's whole process group (torchrun children too).
+            with _suppress():
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with _suppress():
+                    os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    if code < 0:
+        last_error = f"killed by signal {signal.Signals(-code).name} (out of memory?)"
+    return code, last_error or (f"exit code {code}" if code else "")
+
+
+class _suppress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return exc[0] is not None and issubclass(exc[0], ProcessLookupError)
+
+
+def run(opts: RunOptions) -> list[Outcome]:
+    if opts.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BenchmarkError("--device cuda was asked for but no CUDA device is visible", "use --device cpu")
+    specs, skipped_unimplemented = _select(opts)
+    _check_data(specs, opts)
+    work_dir = ensure_writable(Path(opts.work_dir), "work dir")
+    ensure_writable(Path(opts.db).parent, "db")
+
+    # Validate the checkpoint once, up front: format, arch and 100% coverage (or --allow-partial).
+    ckpt = checkpoint.load_canonical(opts.ckpt)
+    checkpoint.load_weights(checkpoint.build_model(ckpt.meta), ckpt.state_dict, allow_partial=opts.allow_partial,
+                            name=str(opts.ckpt))
+    sha = checkpoint.file_sha256(opts.ckpt)
+    label = opts.label or Path(opts.ckpt).stem
+    store = ResultStore(opts.db)
+    versions, commit = package_versions(), git_sha()
+
+    outcomes = [Outcome(name, -1, "skipped", "not implemented yet") for name in skipped_unimplemented]
+    for name in skipped_unimplemented:
+        print(f"skip {name}: not implemented yet", file=sys.stderr)
+    plan = [(spec, seed) for spec in specs for seed in opts.seeds]
+    progress = Progress(len(plan))
+    try:
+        for spec, seed in plan:
+            key = RunKey(sha, spec.name, opts.preset, int(opts.subset), int(seed))
+            if not opts.force and store.is_done(key):
+                outcomes.append(Outcome(spec.name, seed, "skipped", "already done (--force re-runs)"))
+                progress.end(f"{spec.name} seed {seed}: skipped, already done (--force re-runs it)")
+                continue
+            spec.preset(opts.preset)  # unknown preset -> one clear error before spawning
+            run_dir = work_dir / sha[:12] / spec.name / f"{opts.preset}-subset{opts.subset}-seed{seed}"
+            run_dir.mkdir(parents=True, exist_ok=True)
+            job = {"task": spec.name, "ckpt": str(Path(opts.ckpt).resolve()), "ckpt_sha256": sha,
+                   "data_root": opts.data_root, "mini": opts.mini, "mini_dir": str(work_dir.resolve() / "mini_data"),
+                   "preset": opts.preset, "subset": int(opts.subset), "seed": int(seed),
+                   "work_dir": str(run_dir.resolve()), "cache_dir": str(work_dir.resolve() / "cache"),
+                   "device": opts.device, "allow_partial": opts.allow_partial, "debug": opts.debug,
+                   "result_path": str(run_dir.resolve() / "result.json"), "log": str(run_dir.resolve() / "worker.log"),
+                   "job_path": str(run_dir.resolve() / "job.json")}
+            info = RunInfo(key=key, ckpt_path=str(Path(opts.ckpt).resolve()), ckpt_label=label,
+                           arch=ckpt.meta.get("arch", ""), method=ckpt.meta.get("method", ""), suite=spec.suite,
+                           task_version=spec.version, config_hash=spec.config_hash(opts.preset),
+                           data_root=opts.data_root or ("mini" if opts.mini else ""), data_fingerprint="",
+                           packages=versions, git_sha=commit, device=opts.device, started_at=time.time(),
+                           finished_at=0.0, wall_s=0.0)
+            Path(job["result_path"]).unlink(missing_ok=True)
+            progress.start(f"{spec.name} seed {seed}")
+            try:
+                code, error = _run_worker(job, progress)
+            except KeyboardInterrupt:
+                info.finished_at = time.time()
+                info.wall_s = info.finished_at - info.started_at
+                store.record_failure(info, "interrupted")
+                outcomes.append(Outcome(spec.name, seed, "interrupted", "interrupted", wall_s=info.wall_s))
+                raise
+            info.finished_at = time.time()
+            info.wall_s = info.finished_at - info.started_at
+            if code == 0:
+                result = json.loads(Path(job["result_path"]).read_text())
+                info.data_root, info.data_fingerprint = result["data_root"], result["data_fingerprint"]
+                try:
+                    store.record_success(info, result["metrics"], {m.name: m.direction for m in spec.metrics})
+                except BenchmarkError as exc:  # e.g. a NaN metric: a failed task, not a failed suite
+                    code, error = 1, str(exc)
+            if code == 0:
+                shown = ", ".join(f"{k}={v:.4g}" for k, v in result["metrics"].items())
+                outcomes.append(Outcome(spec.name, seed, "ok", shown, result["metrics"], info.wall_s))
+                progress.end(f"{spec.name} seed {seed}: ok in {info.wall_s:.1f}s  {shown}")
+            else:
+                store.record_failure(info, error)
+                outcomes.append(Outcome(spec.name, seed, "failed", error, wall_s=info.wall_s))
+                progress.end(f"{spec.name} seed {seed}: FAILED in {info.wall_s:.1f}s: {error} (log: {job['log']})")
+    finally:
+        progress.close()
+    return outcomes

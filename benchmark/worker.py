@@ -1,0 +1,98 @@
+"""Runs ONE task in its own process: ``python -m benchmark.worker JOB.json``.
+
+Isolation is the point: a crash, an OOM kill or a hung OpenMMLab runner in one task costs that task only. The
+worker speaks to the runner through its stdout (``##progress <fraction> <message>`` lines), its exit code
+(0 ok, 2 a user-fixable problem, 1 a crash) and an atomically written result JSON. The last ``error:`` line on
+stderr is what the runner records as the failure reason.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+PROGRESS = "##progress"
+
+
+def _progress(frac: float, msg: str = "") -> None:
+    print(f"{PROGRESS} {max(0.0, min(1.0, frac)):.4f} {msg}".rstrip(), flush=True)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def prepare_data(spec, adapter_cls, job: dict) -> Path:
+    """The task's data root; for --data mini, generate the mini dataset once (file-locked, marker-guarded)."""
+    from benchmark import data
+
+    if not job["mini"]:
+        root = data.real_root(spec, job["data_root"])
+    else:
+        root = data.mini_root(spec, Path(job["mini_dir"]))
+        marker = root / data.MINI_DONE
+        if not marker.exists():
+            root.parent.mkdir(parents=True, exist_ok=True)
+            with open(root.parent / f".{root.name}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not marker.exists():
+                    _progress(0.0, "generating mini data")
+                    adapter_cls.make_mini(spec, root, seed=0)  # data never depends on the run's seed
+                    marker.write_text("ok\n")
+    adapter_cls.check_data(spec, root)
+    return root
+
+
+def run_job(job: dict) -> dict:
+    import torch
+
+    from benchmark import data, registry
+    from tasks.base import RunContext
+
+    spec = registry.get_task(job["task"])
+    adapter_cls = registry.load_adapter(spec)
+    root = prepare_data(spec, adapter_cls, job)
+    torch.manual_seed(job["seed"])
+    ctx = RunContext(spec=spec, ckpt=Path(job["ckpt"]), ckpt_sha256=job["ckpt_sha256"], data_root=root,
+                     preset=job["preset"], params=spec.preset(job["preset"]), seed=job["seed"],
+                     subset=job["subset"], work_dir=Path(job["work_dir"]), cache_dir=Path(job["cache_dir"]),
+                     device=job["device"], allow_partial=job["allow_partial"], progress=_progress)
+    ctx.work_dir.mkdir(parents=True, exist_ok=True)
+    adapter = adapter_cls(ctx)
+    metrics = adapter.run()
+    _progress(1.0, "done")
+    return {"metrics": metrics, "extra": getattr(adapter, "extra", {}), "data_root": str(root),
+            "data_fingerprint": data.fingerprint(spec, root)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmark.errors import BenchmarkError
+
+    job_path = Path((argv or sys.argv[1:])[0])
+    job = json.loads(job_path.read_text())
+    try:
+        result = run_job(job)
+    except BenchmarkError as exc:
+        if job.get("debug"):
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except Exception as exc:  # noqa: BLE001 - any crash of a task is reported, never propagated
+        traceback.print_exc()
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        print(f"error: task {job['task']} crashed: {type(exc).__name__}: {first} (full log: {job['log']})",
+              file=sys.stderr, flush=True)
+        return 1
+    _write_json(Path(job["result_path"]), {**result, "job": job})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# One idempotent set-up for both README commands: .venv (Python 3.11) with the pinned stack of shared/STACK.md,
+# the project in editable mode, and the real Fashion-MNIST (Debian package). A stamp makes a repeat run a no-op;
+# the slow mmcv build (~11 min on 2 cores) is cached outside the checkout, in $MIMBENCH_CACHE.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+VENV=$ROOT/.venv
+CACHE=${MIMBENCH_CACHE:-$HOME/.cache/mimbench}
+CONSTRAINTS=$ROOT/scripts/constraints.txt
+STAMP=$VENV/.setup-stamp
+MMCV_VERSION=2.1.0
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+log() { echo "setup: $*" >&2; }
+want=$(cat scripts/setup.sh "$CONSTRAINTS" pyproject.toml | sha256sum | cut -d' ' -f1)
+
+# 1. Real data for the demo and the tests.
+if [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then
+  if [ "$(id -u)" = 0 ]; then
+    log "installing Debian package dataset-fashion-mnist"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >&2
+  else
+    log "missing Fashion-MNIST: run 'sudo apt-get install dataset-fashion-mnist'"; exit 1
+  fi
+fi
+
+if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] && [ -x "$VENV/bin/benchmark" ]; then
+  log "up to date ($VENV)"; exit 0
+fi
+
+# 2. The virtualenv.
+PY=${PYTHON:-}
+if [ -z "$PY" ]; then
+  for cand in python3.11 "$HOME"/.pyenv/versions/3.11*/bin/python3.11 /usr/bin/python3.11; do
+    if command -v "$cand" >/dev/null 2>&1 && "$cand" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null; then
+      PY=$cand; break
+    fi
+  done
+fi
+[ -n "$PY" ] || { log "Python 3.11 not found: install it (e.g. pyenv install 3.11) or set PYTHON=/path/to/python3.11"; exit 1; }
+[ -x "$VENV/bin/python" ] || { log "creating $VENV with $PY"; "$PY" -m venv "$VENV"; }
+PIP=("$VENV/bin/python" -m pip install -q -c "$CONSTRAINTS")
+
+# 3. torch first (mmcv's build needs it), then the pure-Python part of the stack.
+log "installing torch, timm, mmengine and tools"
+"${PIP[@]}" torch torchvision
+"${PIP[@]}" timm mmengine pandas tabulate pyyaml tqdm matplotlib pytest ftfy regex setuptools wheel ninja
+
+# 4. mmcv 2.1.0 with compiled ops: no cp311 wheel exists, and torch 2.14's headers need C++20.
+wheel=$(ls "$CACHE"/wheels/mmcv-$MMCV_VERSION-*.whl 2>/dev/null | head -n1 || true)
+if [ -z "$wheel" ]; then
+  log "building mmcv $MMCV_VERSION from source (about 11 minutes on 2 cores; cached in $CACHE/wheels)"
+  build=$(mktemp -d)
+  mkdir -p "$CACHE/wheels"
+  "$VENV/bin/python" -m pip download -q --no-deps --no-binary :all: "mmcv==$MMCV_VERSION" -d "$build"
+  tar xzf "$build"/mmcv-$MMCV_VERSION.tar.gz -C "$build"
+  sed -i 's/-std=c++17/-std=c++20/g; s/-std=c++14/-std=c++20/g' "$build/mmcv-$MMCV_VERSION/setup.py"
+  (cd "$build/mmcv-$MMCV_VERSION" && MMCV_WITH_OPS=1 FORCE_CUDA=0 MAX_JOBS=${MAX_JOBS:-2} \
+     "$VENV/bin/python" -m pip wheel -q --no-build-isolation --no-deps . -w "$build/out")
+  cp "$build"/out/mmcv-*.whl "$CACHE/wheels/"
+  rm -rf "$build"
+  wheel=$(ls "$CACHE"/wheels/mmcv-$MMCV_VERSION-*.whl | head -n1)
+fi
+
+# 5. OpenMMLab libraries on that mmcv.
+log "installing mmcv (cached wheel), mmdet, mmsegmentation, mmpose"
+"${PIP[@]}" "$wheel" mmdet mmsegmentation mmpose pycocotools xtcocotools
+
+# 6. xtcocotools' binary wheel breaks under numpy 2 ('dtype size changed'): build it from source once.
+if ! "$VENV/bin/python" -c "import xtcocotools._mask" 2>/dev/null; then
+  log "rebuilding xtcocotools from source for numpy 2"
+  "${PIP[@]}" --force-reinstall --no-deps --no-binary xtcocotools xtcocotools
+fi
+
+# 7. The project itself; setuptools pinned last (>= 81 drops pkg_resources, which mmengine/mmpose import).
+"${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"
+"${PIP[@]}" setuptools
+"$VENV/bin/python" -c "import mmcv.ops, mmdet.models, mmseg.models, mmpose.models, xtcocotools.coco, benchmark.cli" \
+  || { log "import check failed: see the messages above"; exit 1; }
+echo "$want" > "$STAMP"
+log "done ($VENV)"

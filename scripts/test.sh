@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The README's test command (via `make test`) and CI's. pytest exit codes: 0 all passed; 1 failures;
+# 5 no test collected — that means a broken test tree here, so it fails too.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests
+rc=$?
+if [ "$rc" -eq 5 ]; then echo "test: pytest collected no tests" >&2; exit 1; fi
+exit "$rc"

@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny canonical checkpoints (a few layers, 32–64 px) so the whole suite runs in minutes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmark import checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_VIT = ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 4, "depth": 2, "embed_dim": 64, "num_heads": 2})
+TINY_SWIN = ("swin_tiny_patch4_window7_224", {"img_size": 64, "window_size": 4, "depths": (1, 1, 1, 1),
+                                              "embed_dim": 32, "num_heads": (1, 2, 2, 4)})
+
+
+def make_ckpt(path: Path, arch_kwargs=TINY_VIT, seed: int = 0) -> Path:
+    sd, meta = checkpoint.create_random(arch_kwargs[0], dict(arch_kwargs[1]), seed=seed)
+    return checkpoint.save_canonical(path, sd, meta)
+
+
+@pytest.fixture(scope="session")
+def tiny_vit_ckpt(tmp_path_factory) -> Path:
+    return make_ckpt(tmp_path_factory.mktemp("ckpt") / "tiny_vit.pth")
+
+
+@pytest.fixture(scope="session")
+def tiny_swin_ckpt(tmp_path_factory) -> Path:
+    return make_ckpt(tmp_path_factory.mktemp("ckpt") / "tiny_swin.pth", TINY_SWIN)
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """The real console entry point in a subprocess, as a user runs it."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "benchmark.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd or REPO, env=env, timeout=timeout)
