@@ -166,7 +166,9 @@ def build(results: pd.DataFrame | None, specs: dict[str, TaskSpec], suite: str |
     table = table.astype({"subset": "int64", "seeds": "Int64"})
     for c in order[len(ID_COLUMNS):]:
         table[c] = table[c].astype("float64")
-    table.attrs = {"suite": suite, "std": std, "sources": sources}
+    column_suite = {c: suite_of[c] for c in present}
+    column_suite.update({name: sname for name, (sname, _) in summary.items()})
+    table.attrs = {"suite": suite, "std": std, "sources": sources, "column_suite": column_suite}
     return table
 
 
@@ -246,17 +248,39 @@ def _cell(text) -> str:
 
 
 def render_markdown(table: pd.DataFrame, title: str | None = None) -> str:
-    """The Markdown text of :func:`to_markdown` (a title, a legend, the table, and a footnote for reported rows)."""
+    """The Markdown text of :func:`to_markdown`: a title, a legend, one table per suite (only the rows with a score
+    in that suite, so tables stay readable), and a footnote for reported rows."""
     suite = table.attrs.get("suite")
     title = title or ("Leaderboard" + (f": suite {suite}" if suite else ""))
-    std = table.attrs.get("std", {})
-    cols = [c for c in table.columns if c != "kind"]
+    column_suite = table.attrs.get("column_suite") or {}
+    metric_cols = [c for c in table.columns if c not in ID_COLUMNS]
+    sections: dict[str, list[str]] = {}
+    for c in metric_cols:
+        sections.setdefault(column_suite.get(c, ""), []).append(c)
     lines = [f"# {title}", "",
              "↑ higher is better, ↓ lower is better; a cell is the mean over seeds (± std with ≥ 2 seeds); "
              "'mean rank' ranks the measured rows of one preset and subset (1 = best). "
              "Rows marked (reported) are the paper's numbers, not scores of this suite.", ""]
-    lines.append("| " + " | ".join(_cell(c) for c in cols) + " |")
-    lines.append("|" + "|".join("---" if c in ID_COLUMNS[:5] else "---:" for c in cols) + "|")
+    any_reported = False
+    for name, cols in sections.items():
+        rows = table[table[cols].notna().any(axis=1)] if len(table) else table
+        if len(sections) > 1:
+            lines += [f"## {name or 'other'}", ""]
+        text, reported = _markdown_table(rows, [c for c in ID_COLUMNS if c != "kind"] + cols, table.attrs)
+        any_reported |= reported
+        lines += text + [""]
+    if any_reported:
+        lines += ["(reported): numbers reported by Xie et al., \"Revealing the Dark Secrets of Masked Image "
+                  "Modeling\" (CVPR 2023), copied from results/reference/paper.csv; they are not scores of this "
+                  "suite and never enter a rank."]
+        lines += [f"- {s}" for s in table.attrs.get("sources", [])]
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def _markdown_table(table: pd.DataFrame, cols: list[str], attrs: dict) -> tuple[list[str], bool]:
+    std = attrs.get("std", {})
+    lines = ["| " + " | ".join(_cell(c) for c in cols) + " |",
+             "|" + "|".join("---" if c in ID_COLUMNS[:5] else "---:" for c in cols) + "|"]
     any_reported = False
     for _, row in table.iterrows():
         reported = row.get("kind") == "reported"
@@ -277,12 +301,7 @@ def render_markdown(table: pd.DataFrame, title: str | None = None) -> str:
                     text += " ± " + _fmt_like(key_std[c], v)
                 cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
-    if any_reported:
-        lines += ["", "(reported): numbers reported by Xie et al., \"Revealing the Dark Secrets of Masked Image "
-                  "Modeling\" (CVPR 2023), copied from results/reference/paper.csv; they are not scores of this "
-                  "suite and never enter a rank."]
-        lines += [f"- {s}" for s in table.attrs.get("sources", [])]
-    return "\n".join(lines) + "\n"
+    return lines, any_reported
 
 
 def to_markdown(table: pd.DataFrame, path: str | Path, title: str | None = None) -> str:

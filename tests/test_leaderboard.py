@@ -141,12 +141,16 @@ def test_markdown_content(table, tmp_path):
     lines = text.splitlines()
     assert lines[0].startswith("# ")
     assert "↑ higher is better" in text and "↓ lower is better" in text
-    header = next(line for line in lines if line.startswith("| checkpoint"))
+    assert "## semantic" in lines and "## geometric" in lines, "one table per suite"
+    geo = lines[lines.index("## geometric"):]
+    header = next(line for line in geo if line.startswith("| checkpoint"))
     assert "gb/rmse ↓" in header and "geometric mean rank ↓" in header and "| kind |" not in header
-    row_a = next(line for line in lines if line.startswith("| ckpt-A "))
-    assert "80.00 ± 1.00" in row_a, "mean ± std with 3 seeds"
+    assert "sa/top1" not in header, "a suite's table holds only its own columns"
+    row_a = next(line for line in geo if line.startswith("| ckpt-A "))
+    sem = lines[lines.index("## semantic"):lines.index("## geometric")]
+    assert "80.00 ± 1.00" in next(line for line in sem if line.startswith("| ckpt-A ")), "mean ± std with 3 seeds"
     assert "| 0.300 |" in row_a and "| 1.833 |" in row_a, "3 decimals below 10"
-    row_b = next(line for line in lines if line.startswith("| ckpt-B "))
+    row_b = next(line for line in geo if line.startswith("| ckpt-B "))
     assert "±" not in row_b
     assert any(line.startswith("| Paper-MIM (reported) ") for line in lines)
     assert any(line.startswith("(reported):") for line in lines) and "- paper, Table 1" in lines
