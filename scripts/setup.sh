@@ -40,16 +40,19 @@ if [ -z "$PY" ]; then
 fi
 [ -n "$PY" ] || { log "Python 3.11 not found: install it (e.g. pyenv install 3.11) or set PYTHON=/path/to/python3.11"; exit 1; }
 [ -x "$VENV/bin/python" ] || { log "creating $VENV with $PY"; "$PY" -m venv "$VENV"; }
-PIP=("$VENV/bin/python" -m pip install -q -c "$CONSTRAINTS")
+# --no-compile: byte-compiling torch's thousands of files costs more than the lazy compile on first import.
+PIP=("$VENV/bin/python" -m pip install -q --no-compile -c "$CONSTRAINTS")
+STACK=(torch torchvision timm mmengine mmdet mmsegmentation mmpose pycocotools xtcocotools pandas tabulate pyyaml
+       tqdm matplotlib pytest ftfy regex setuptools wheel ninja)
+# xtcocotools' binary wheel breaks under numpy 2 ('dtype size changed'): always build it from source (pip caches
+# the built wheel, so this costs seconds after the first time).
+NO_BINARY=(--no-binary xtcocotools)
 
-# 3. torch first (mmcv's build needs it), then the pure-Python part of the stack.
-log "installing torch, timm, mmengine and tools"
-"${PIP[@]}" torch torchvision
-"${PIP[@]}" timm mmengine pandas tabulate pyyaml tqdm matplotlib pytest ftfy regex setuptools wheel ninja
-
-# 4. mmcv 2.1.0 with compiled ops: no cp311 wheel exists, and torch 2.14's headers need C++20.
+# 3. mmcv 2.1.0 with compiled ops: no cp311 wheel exists, and torch 2.14's headers need C++20. Built once, cached.
 wheel=$(ls "$CACHE"/wheels/mmcv-$MMCV_VERSION-*.whl 2>/dev/null | head -n1 || true)
 if [ -z "$wheel" ]; then
+  log "installing torch (mmcv's build needs it)"
+  "${PIP[@]}" torch torchvision setuptools wheel ninja
   log "building mmcv $MMCV_VERSION from source (about 11 minutes on 2 cores; cached in $CACHE/wheels)"
   build=$(mktemp -d)
   mkdir -p "$CACHE/wheels"
@@ -63,19 +66,13 @@ if [ -z "$wheel" ]; then
   wheel=$(ls "$CACHE"/wheels/mmcv-$MMCV_VERSION-*.whl | head -n1)
 fi
 
-# 5. OpenMMLab libraries on that mmcv.
-log "installing mmcv (cached wheel), mmdet, mmsegmentation, mmpose"
-"${PIP[@]}" "$wheel" mmdet mmsegmentation mmpose pycocotools xtcocotools
+# 4. The whole stack in one resolver pass, on the cached mmcv wheel.
+log "installing torch, timm, mmengine, mmcv (cached wheel), mmdet, mmsegmentation, mmpose and tools"
+"${PIP[@]}" "${NO_BINARY[@]}" "$wheel" "${STACK[@]}"
 
-# 6. xtcocotools' binary wheel breaks under numpy 2 ('dtype size changed'): build it from source once.
-if ! "$VENV/bin/python" -c "import xtcocotools._mask" 2>/dev/null; then
-  log "rebuilding xtcocotools from source for numpy 2"
-  "${PIP[@]}" --force-reinstall --no-deps --no-binary xtcocotools xtcocotools
-fi
-
-# 7. The project itself; setuptools pinned last (>= 81 drops pkg_resources, which mmengine/mmpose import).
+# 5. The project itself. setuptools stays at the constraint (>= 81 drops pkg_resources, which mmengine and mmpose
+#    import): every pip call here runs under the constraints file, so nothing upgrades it.
 "${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"
-"${PIP[@]}" setuptools
 "$VENV/bin/python" -c "import mmcv.ops, mmdet.models, mmseg.models, mmpose.models, xtcocotools.coco, benchmark.cli" \
   || { log "import check failed: see the messages above"; exit 1; }
 echo "$want" > "$STAMP"
