@@ -1,0 +1,472 @@
+"""One backbone for every OpenMMLab task: a timm model loaded from a canonical checkpoint.
+
+``MIMBackbone`` is registered in mmengine's ROOT ``MODELS`` registry, so mmdet, mmseg and mmpose configs all find
+it by ``type='MIMBackbone'`` (registering in one library's registry does not reach the others). Its weights come
+only from :func:`benchmark.checkpoint.load_backbone` (full coverage enforced there), never from mmengine's
+``init_cfg`` / ``Pretrained`` path, which loads with ``strict=False`` and silently trains from random weights when
+keys do not match.
+
+Outputs: a tuple of NCHW maps, one per ``out_indices`` entry, where index ``i`` is stride ``4 * 2**i`` of the input
+(4/8/16/32). For an input of H×W the map of stride ``s`` is ``ceil(H/s) × ceil(W/s)``: the input is zero-padded on
+the bottom/right to a multiple of 32 (and of the patch size) and the maps are cropped back.
+
+* Plain ViT / DeiT / EVA / BEiT (one token grid): a ViTDet-style simple feature pyramid from the last block's tokens
+  (prefix tokens dropped). Per level: ``ConvTranspose2d(k=2, s=2)`` steps (LayerNorm2d + GELU between, channels
+  halved per step, as ViTDet) while the stride is below the patch size, nothing when equal, ``MaxPool2d(2)`` steps
+  when above; then ``1×1 conv + LN + 3×3 conv + LN`` to ``out_channels`` (default: embed_dim).
+  ViT / DeiT / EVA are built with timm's ``dynamic_img_size=True`` (pos-embed resampled per input size). timm's
+  BEiT has no such option; here its absolute pos-embed and relative-position bias tables (per block or shared) are
+  resampled per input grid (bicubic, differentiable) by :class:`_DynBeitAttention` / :class:`_DynBeitRelPosBias`.
+* Swin / SwinV2: timm's native stages (``forward_intermediates``), built with ``strict_img_size=False`` (timm pads
+  to window multiples and builds the shift masks per input size). Stages after the last requested one are pruned;
+  the last stage uses timm's final norm, earlier requested stages get a new LayerNorm2d (as mmdet's Swin does).
+  ``out_channels`` (optional) adds a 1×1 conv + LN projection per stage.
+
+Layer-wise lr decay: :func:`layer_decay_param_groups` and the mmengine constructor
+``LayerDecayOptimWrapperConstructor`` (ROOT ``OPTIM_WRAPPER_CONSTRUCTORS``) assign trunk layers with timm's
+``group_parameters`` and the model's own ``group_matcher`` / ``no_weight_decay``; lr scale = decay^(L+1-layer_id);
+every other parameter (pyramid, neck, heads) gets the base lr and the base weight decay.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
+from mmengine.registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, OPTIMIZERS
+from timm.layers import LayerNorm2d, resample_abs_pos_embed
+from timm.models import beit as _timm_beit
+from torch import nn
+from torch.utils.checkpoint import checkpoint as _grad_checkpoint
+
+from .checkpoint import load_backbone, load_canonical, load_weights
+from .errors import BenchmarkError, CheckpointError
+
+__all__ = ["MIMBackbone", "LayerDecayOptimWrapperConstructor", "layer_decay_param_groups", "trunk_layer_ids",
+           "backbone_family", "PYRAMID_STRIDES"]
+
+PYRAMID_STRIDES = (4, 8, 16, 32)
+
+# timm module -> how the backbone is driven. Families outside this table are refused with a clear error.
+_PLAIN_DYNAMIC = ("vision_transformer", "deit", "eva")  # accept dynamic_img_size=True
+_PLAIN_BEIT = ("beit",)  # no dynamic_img_size in timm: pos-embed / rel-pos resampled here
+_HIERARCHICAL = ("swin_transformer", "swin_transformer_v2")  # accept strict_img_size=False
+
+
+def backbone_family(arch: str) -> str:
+    """'plain' (ViT/DeiT/EVA), 'beit' or 'swin' for a timm model name; CheckpointError for anything else."""
+    import timm
+    from timm.models import is_model_in_modules
+
+    if not timm.is_model(arch):
+        raise CheckpointError(f"unknown backbone arch '{arch}' in checkpoint meta",
+                              "use a timm model name (timm.list_models())")
+    if is_model_in_modules(arch, list(_PLAIN_DYNAMIC)):
+        return "plain"
+    if is_model_in_modules(arch, list(_PLAIN_BEIT)):
+        return "beit"
+    if is_model_in_modules(arch, list(_HIERARCHICAL)):
+        return "swin"
+    raise CheckpointError(
+        f"backbone arch '{arch}' is not supported by MIMBackbone",
+        "use a timm ViT / DeiT / EVA / BEiT (vit_*, deit*, eva*, beit*) or Swin / SwinV2 (swin*, swinv2*) model")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# BEiT at any input size: relative-position bias tables resampled (differentiably) to the current token grid.
+
+def _rel_pos_index(grid: tuple[int, int], device: torch.device) -> torch.Tensor:
+    return _timm_beit.gen_relative_position_index(grid, device=device)
+
+
+def _resized_rel_pos_bias(table: torch.Tensor, window: Sequence[int], grid: tuple[int, int]) -> torch.Tensor:
+    """BEiT bias (num_heads, N+1, N+1) for token grid ``grid`` from a table trained for grid ``window``.
+
+    The table holds (2Wh-1)(2Ww-1) relative offsets plus 3 cls-token entries; the offset map is resized bicubically
+    (so gradients reach the stored table), the cls entries are kept.
+    """
+    wh, ww = int(window[0]), int(window[1])
+    h, w = grid
+    n_old = (2 * wh - 1) * (2 * ww - 1)
+    num_heads = table.shape[1]
+    offsets = table[:n_old].t().reshape(1, num_heads, 2 * wh - 1, 2 * ww - 1)
+    offsets = F.interpolate(offsets.float(), size=(2 * h - 1, 2 * w - 1), mode="bicubic",
+                            align_corners=False).to(table.dtype)
+    new_table = torch.cat([offsets.reshape(num_heads, -1).t(), table[n_old:]], dim=0)
+    index = _rel_pos_index((h, w), table.device)
+    n = h * w + 1
+    return new_table[index.view(-1)].view(n, n, num_heads).permute(2, 0, 1).contiguous()
+
+
+class _DynBeitAttention(_timm_beit.Attention):
+    """timm BEiT attention whose per-block relative-position bias follows ``self._mim_grid``.
+
+    MIMBackbone swaps the class of the trunk's attention modules to this one and sets ``_mim_grid`` before every
+    forward; the grid is left set afterwards so that activation-checkpoint recomputation in backward sees it.
+    """
+
+    _mim_grid: tuple[int, int] | None = None
+
+    def _get_rel_pos_bias(self) -> torch.Tensor:
+        grid = self._mim_grid
+        if grid is None or tuple(grid) == tuple(self.window_size):
+            return super()._get_rel_pos_bias()
+        return _resized_rel_pos_bias(self.relative_position_bias_table, self.window_size, grid).unsqueeze(0)
+
+
+class _DynBeitRelPosBias(_timm_beit.RelativePositionBias):
+    """timm BEiT shared relative-position bias that follows ``self._mim_grid``."""
+
+    _mim_grid: tuple[int, int] | None = None
+
+    def forward(self) -> torch.Tensor:
+        grid = self._mim_grid
+        if grid is None or tuple(grid) == tuple(self.window_size):
+            return super().forward()
+        return _resized_rel_pos_bias(self.relative_position_bias_table, self.window_size, grid)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the simple feature pyramid (ViTDet)
+
+def _layer_norm_2d(channels: int) -> nn.Module:
+    return LayerNorm2d(channels)
+
+
+def _log2_ratio(a: int, b: int, what: str) -> int:
+    r = a // b
+    if a % b or r & (r - 1):
+        raise CheckpointError(f"{what}: {a}/{b} is not a power of two, the simple feature pyramid cannot reach it",
+                              "use a backbone whose patch size is a power of two (4, 8, 16, 32)")
+    return int(math.log2(r))
+
+
+def _pyramid_level(dim: int, patch: int, stride: int, out_channels: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    c = dim
+    if stride < patch:
+        for k in range(_log2_ratio(patch, stride, f"stride {stride} from patch {patch}")):
+            if k:
+                layers += [_layer_norm_2d(c), nn.GELU()]
+            layers.append(nn.ConvTranspose2d(c, max(c // 2, 1), kernel_size=2, stride=2))
+            c = max(c // 2, 1)
+    elif stride > patch:
+        layers += [nn.MaxPool2d(kernel_size=2, stride=2)
+                   for _ in range(_log2_ratio(stride, patch, f"stride {stride} from patch {patch}"))]
+    layers += [nn.Conv2d(c, out_channels, kernel_size=1, bias=False), _layer_norm_2d(out_channels),
+               nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1, bias=False),
+               _layer_norm_2d(out_channels)]
+    return nn.Sequential(*layers)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+@MODELS.register_module()
+class MIMBackbone(BaseModule):
+    """A canonical-checkpoint timm backbone as an OpenMMLab backbone (mmdet / mmseg / mmpose).
+
+    Args:
+        checkpoint: path of a canonical checkpoint (``benchmark.checkpoint``); random-init baselines are canonical
+            checkpoints too.
+        out_indices: which of the four levels to return, in increasing stride; index ``i`` is stride ``4 * 2**i``
+            (Swin: stage ``i``).
+        allow_partial: accept a checkpoint that does not fill every backbone tensor (otherwise CheckpointError).
+        drop_path_rate: stochastic depth of the timm trunk.
+        frozen: freeze the timm trunk (eval mode, ``requires_grad=False``, run under ``no_grad``); the new pyramid /
+            norm / projection layers stay trainable.
+        out_channels: channels of every output. Plain ViTs: of the simple pyramid (default: embed_dim). Swin: when
+            given, a 1×1 conv + LayerNorm2d projects each stage to it (default: the native stage widths).
+        init_cfg: must stay None; the weights come from ``checkpoint``.
+
+    Attributes: ``trunk`` (the timm model), ``family`` ('plain' | 'beit' | 'swin'), ``out_channels`` (list, one per
+    output), ``strides`` (list), ``embed_dim``, ``patch_size``, ``meta`` (checkpoint meta), ``coverage``.
+    """
+
+    def __init__(self, checkpoint: str, out_indices: Sequence[int] = (0, 1, 2, 3), allow_partial: bool = False,
+                 drop_path_rate: float = 0.0, frozen: bool = False, out_channels: int | None = None,
+                 init_cfg: Any = None):
+        if init_cfg is not None:
+            raise BenchmarkError("MIMBackbone takes its weights from `checkpoint`, not from init_cfg",
+                                 "remove init_cfg from the backbone config")
+        super().__init__(init_cfg=None)
+        out_indices = tuple(int(i) for i in (out_indices if isinstance(out_indices, Iterable) else [out_indices]))
+        if not out_indices or len(set(out_indices)) != len(out_indices) or not all(0 <= i <= 3 for i in out_indices):
+            raise BenchmarkError(f"out_indices {out_indices} must be distinct values in 0..3 (strides 4/8/16/32)",
+                                 "e.g. out_indices=(0, 1, 2, 3)")
+        self.checkpoint = os.fspath(checkpoint)
+        self.out_indices = tuple(sorted(out_indices))  # outputs are always in increasing stride
+        self.allow_partial = bool(allow_partial)
+        self.frozen = bool(frozen)
+
+        meta = load_canonical(self.checkpoint).meta
+        self.family = backbone_family(str(meta.get("arch")))
+        overrides: dict[str, Any] = {"drop_path_rate": float(drop_path_rate)}
+        if self.family == "plain":
+            overrides["dynamic_img_size"] = True
+        elif self.family == "swin":
+            overrides["strict_img_size"] = False
+        trunk = load_backbone(self.checkpoint, allow_partial=self.allow_partial, **overrides)
+        self.meta = trunk.mim_meta
+        self.coverage = trunk.coverage
+
+        if self.family == "swin":
+            self._init_swin(trunk, out_channels)
+        else:
+            self._init_plain(trunk, out_channels)
+        if self.frozen:
+            self._freeze()
+
+    # -- construction ----------------------------------------------------------------------------------------
+    def _init_plain(self, trunk: nn.Module, out_channels: int | None) -> None:
+        depth = len(trunk.blocks)
+        trunk.prune_intermediate_layers(indices=[depth - 1], prune_norm=False, prune_head=True)
+        if self.family == "beit":
+            attn_cls, bias_cls = _DynBeitAttention, _DynBeitRelPosBias
+            trunk.patch_embed.strict_img_size = False
+            for blk in trunk.blocks:
+                if getattr(blk.attn, "relative_position_bias_table", None) is not None:
+                    blk.attn.__class__ = attn_cls
+            if trunk.rel_pos_bias is not None:
+                trunk.rel_pos_bias.__class__ = bias_cls
+        self.trunk = trunk
+        self.embed_dim = int(trunk.embed_dim)
+        self.patch_size = int(trunk.patch_embed.patch_size[0])
+        if tuple(trunk.patch_embed.patch_size) != (self.patch_size, self.patch_size):
+            raise CheckpointError(f"non-square patch size {tuple(trunk.patch_embed.patch_size)}",
+                                  "use a backbone with square patches")
+        out_ch = int(out_channels) if out_channels is not None else self.embed_dim
+        self.strides = [PYRAMID_STRIDES[i] for i in self.out_indices]
+        self.pyramid = nn.ModuleList([_pyramid_level(self.embed_dim, self.patch_size, s, out_ch)
+                                      for s in self.strides])
+        self.out_channels = [out_ch] * len(self.strides)
+        self._pad_multiple = math.lcm(self.patch_size, max(PYRAMID_STRIDES))
+
+    def _init_swin(self, trunk: nn.Module, out_channels: int | None) -> None:
+        last = max(self.out_indices)
+        num_stages = len(trunk.layers)
+        if num_stages != 4:
+            raise CheckpointError(f"Swin backbone with {num_stages} stages", "MIMBackbone expects 4 Swin stages")
+        trunk.prune_intermediate_layers(indices=[last], prune_norm=False, prune_head=True)
+        self.trunk = trunk
+        self.embed_dim = int(trunk.embed_dim)
+        self.patch_size = int(trunk.patch_embed.patch_size[0])
+        info = trunk.feature_info
+        self.strides = [int(info[i]["reduction"]) for i in self.out_indices]
+        native = [int(info[i]["num_chs"]) for i in self.out_indices]
+        # the final norm applies to stage 3 only (and is pruned away when stage 3 is not kept)
+        self._trunk_normed = (num_stages - 1) if last == num_stages - 1 else None
+        self.out_norms = nn.ModuleList([nn.Identity() if i == self._trunk_normed else _layer_norm_2d(c)
+                                        for i, c in zip(self.out_indices, native)])
+        if out_channels is not None:
+            self.proj = nn.ModuleList([nn.Sequential(nn.Conv2d(c, int(out_channels), 1, bias=False),
+                                                     _layer_norm_2d(int(out_channels))) for c in native])
+            self.out_channels = [int(out_channels)] * len(native)
+        else:
+            self.proj = None
+            self.out_channels = native
+        self._pad_multiple = int(info[last]["reduction"])
+
+    def _freeze(self) -> None:
+        self.trunk.eval()
+        for p in self.trunk.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "MIMBackbone":
+        super().train(mode)
+        if self.frozen:
+            self.trunk.eval()
+        return self
+
+    # -- weights -----------------------------------------------------------------------------------------------
+    def init_weights(self) -> None:
+        """Never re-initialise the trunk: re-copy the checkpoint into it (undoing any init_cfg a parent module
+        applied with ``layer=...``); the new pyramid / norm layers keep their (PyTorch default) init."""
+        ckpt = load_canonical(self.checkpoint)
+        self.coverage = load_weights(self.trunk, ckpt.state_dict, allow_partial=self.allow_partial,
+                                     name=self.checkpoint)
+        if self.frozen:
+            self._freeze()
+        self._is_init = True
+
+    # -- forward -----------------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h, w = x.shape[-2:]
+        m = self._pad_multiple
+        pad_h, pad_w = (-h) % m, (-w) % m
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            if self.family == "swin":
+                feats = self.trunk.forward_intermediates(x, indices=list(self.out_indices), norm=True,
+                                                         output_fmt="NCHW", intermediates_only=True)
+            elif self.family == "beit":
+                feats = self._beit_grid(x)
+            else:
+                feats = self.trunk.forward_intermediates(x, indices=[len(self.trunk.blocks) - 1], norm=True,
+                                                         output_fmt="NCHW", intermediates_only=True)[0]
+        if self.family == "swin":
+            outs = [norm(f) for norm, f in zip(self.out_norms, feats)]
+            if self.proj is not None:
+                outs = [p(f) for p, f in zip(self.proj, outs)]
+        else:
+            outs = [level(feats) for level in self.pyramid]
+        return tuple(o[..., :-(-h // s), :-(-w // s)] if (pad_h or pad_w) else o
+                     for o, s in zip(outs, self.strides))
+
+    def _beit_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """timm Beit.forward_intermediates for any input size: last block's tokens (after ``norm``) as NCHW."""
+        m = self.trunk
+        b, _, h, w = x.shape
+        grid = tuple(m.patch_embed.dynamic_feat_size((h, w)))
+        native = tuple(m.patch_embed.grid_size)
+        x = m.patch_embed(x)
+        x = torch.cat((m.cls_token.expand(b, -1, -1), x), dim=1)
+        if m.pos_embed is not None:
+            pos = m.pos_embed if grid == native else resample_abs_pos_embed(
+                m.pos_embed, new_size=grid, old_size=native, num_prefix_tokens=1)
+            x = x + pos
+        x = m.pos_drop(x)
+        for blk in m.blocks:
+            if blk.attn.relative_position_bias_table is not None:
+                blk.attn._mim_grid = grid
+        if m.rel_pos_bias is not None:
+            m.rel_pos_bias._mim_grid = grid
+        rel_pos_bias = m.rel_pos_bias() if m.rel_pos_bias is not None else None
+        for blk in m.blocks:
+            if m.grad_checkpointing and not torch.jit.is_scripting() and torch.is_grad_enabled():
+                x = _grad_checkpoint(blk, x, shared_rel_pos_bias=rel_pos_bias, use_reentrant=False)
+            else:
+                x = blk(x, shared_rel_pos_bias=rel_pos_bias)
+        x = m.norm(x)[:, m.num_prefix_tokens:]
+        return x.reshape(b, grid[0], grid[1], -1).permute(0, 3, 1, 2).contiguous()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# layer-wise lr decay
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):
+        model = model.module
+    return model
+
+
+def _trunks(model: nn.Module) -> list[nn.Module]:
+    found = [m.trunk for m in model.modules() if isinstance(m, MIMBackbone)]
+    if found:
+        return found
+    if hasattr(model, "group_matcher"):  # a bare timm model
+        return [model]
+    raise BenchmarkError(f"{type(model).__name__} holds no MIMBackbone and is not a timm model",
+                         "layer-wise lr decay needs a MIMBackbone (or timm model) to assign layers")
+
+
+_HEAD_SENTINEL = "__mim_head__"  # a name no group_matcher pattern matches: it marks the head layer
+
+
+class _NamesOnly:
+    """Duck-typed module for timm's ``group_parameters``: parameter names, with the head sentinel appended."""
+
+    def __init__(self, names: list[str]):
+        self._names = names
+
+    def named_parameters(self):
+        return ((n, None) for n in self._names)
+
+
+def trunk_layer_ids(trunk: nn.Module) -> tuple[dict[str, int], int]:
+    """(timm layer id per trunk parameter name, id of the head layer ``L + 1``).
+
+    Layer ids come from timm's ``group_parameters`` with the trunk's own ``group_matcher(coarse=False)``: 0 = stem
+    (patch embed, cls token, pos embed, shared rel-pos bias), 1..L = blocks (Swin: one id per block, a stage's
+    downsample shares the id of its first block), the final norm shares the last block's id (timm's rule). Names
+    no pattern matches (a timm classifier head) share the head id with everything outside the trunk.
+    """
+    from timm.models import group_parameters
+
+    names = [n for n, _ in trunk.named_parameters()]
+    layer_map = group_parameters(_NamesOnly(names + [_HEAD_SENTINEL]), trunk.group_matcher(coarse=False),
+                                 reverse=True)
+    head = layer_map.pop(_HEAD_SENTINEL)
+    return layer_map, head
+
+
+def layer_decay_param_groups(model: nn.Module, base_lr: float, weight_decay: float,
+                             layer_decay: float) -> list[dict[str, Any]]:
+    """Optimizer param groups with layer-wise lr decay (BEiT / MAE / SimMIM fine-tuning recipe).
+
+    Trunk parameters (of every MIMBackbone in ``model``, or of ``model`` itself when it is a timm model) get the layer
+    id of :func:`trunk_layer_ids` and ``lr = base_lr * layer_decay ** (L + 1 - layer_id)`` (stem: decay^(L+1), block
+    i (0-based): decay^(L-i)); weight decay 0 for 1-D params (norms, biases) and the trunk's ``no_weight_decay()``
+    names (pos_embed, cls_token, rel-pos tables; fnmatch patterns as timm's ``param_groups_layer_decay``),
+    ``weight_decay`` otherwise. Every other trainable parameter (pyramid, neck, heads) is in the head layer L+1: lr
+    ``base_lr`` and ``weight_decay``. Each group carries ``lr``, ``lr_scale`` and ``weight_decay``.
+
+    timm's own ``param_groups_layer_decay`` is not called directly: run on a trunk without its classifier it puts the
+    last block at scale 1 (its top layer is the last block, not the head), one decay step off this recipe. The layer
+    assignment and the no-weight-decay rule are timm's (``group_parameters`` + ``group_matcher``,
+    ``no_weight_decay()``, 1-D exclusion).
+    """
+    import fnmatch
+
+    model = _unwrap(model)
+    buckets: dict[tuple[int, float], list[nn.Parameter]] = {}
+    scales: dict[int, float] = {}
+    seen: set[int] = set()
+    for trunk in _trunks(model):
+        layer_map, head = trunk_layer_ids(trunk)
+        nwd = tuple(trunk.no_weight_decay()) if hasattr(trunk, "no_weight_decay") else ()
+        for name, p in trunk.named_parameters():
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            lid = layer_map.get(name, head)
+            no_decay = p.ndim <= 1 or any(fnmatch.fnmatch(name, pat) for pat in nwd)
+            # layers are counted from the top so trunks of different depth share the head layer
+            rank = head - lid
+            scales[rank] = float(layer_decay) ** rank
+            buckets.setdefault((rank, 0.0 if no_decay else float(weight_decay)), []).append(p)
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in seen]
+    groups = [{"params": params, "lr": base_lr * scales[rank], "lr_scale": scales[rank], "weight_decay": wd}
+              for (rank, wd), params in sorted(buckets.items(), key=lambda kv: -kv[0][0])]
+    if rest:
+        groups.append({"params": rest, "lr": base_lr, "lr_scale": 1.0, "weight_decay": float(weight_decay)})
+    return groups
+
+
+@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
+class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
+    """mmengine optim-wrapper constructor for layer-wise lr decay.
+
+    ``optim_wrapper=dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05),
+    constructor='LayerDecayOptimWrapperConstructor', paramwise_cfg=dict(layer_decay_rate=0.65))``.
+    Groups as :func:`layer_decay_param_groups`; ``lr`` and ``weight_decay`` of the optimizer are the base values.
+    mmengine's LR schedulers scale each group's own ``lr``, so the per-layer ratios hold through the schedule.
+    """
+
+    def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: dict | None = None):
+        paramwise_cfg = dict(paramwise_cfg or {})
+        rate = paramwise_cfg.pop("layer_decay_rate", paramwise_cfg.pop("layer_decay", None))
+        if rate is None or not 0 < float(rate) <= 1:
+            raise BenchmarkError(f"paramwise_cfg.layer_decay_rate must be in (0, 1], got {rate}",
+                                 "e.g. paramwise_cfg=dict(layer_decay_rate=0.65)")
+        if paramwise_cfg:
+            raise BenchmarkError(f"LayerDecayOptimWrapperConstructor does not take {sorted(paramwise_cfg)}",
+                                 "paramwise_cfg takes only layer_decay_rate")
+        super().__init__(optim_wrapper_cfg, None)
+        self.layer_decay_rate = float(rate)
+
+    def __call__(self, model: nn.Module) -> OptimWrapper:
+        optim_wrapper_cfg = self.optim_wrapper_cfg.copy()
+        optim_wrapper_cfg.setdefault("type", "OptimWrapper")
+        optimizer_cfg = self.optimizer_cfg.copy()
+        if self.base_lr is None:
+            raise BenchmarkError("optimizer config has no lr", "set optim_wrapper.optimizer.lr")
+        optimizer_cfg["params"] = layer_decay_param_groups(
+            model, float(self.base_lr), float(self.base_wd or 0.0), self.layer_decay_rate)
+        optimizer = OPTIMIZERS.build(optimizer_cfg)
+        return OPTIM_WRAPPERS.build(optim_wrapper_cfg, default_args=dict(optimizer=optimizer))
