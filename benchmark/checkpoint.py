@@ -194,8 +194,8 @@ def load_weights(model: nn.Module, state_dict: dict[str, torch.Tensor], *, allow
     if not cov.complete and not allow_partial:
         raise CheckpointError(f"{name} does not fill the backbone: {cov}",
                               "convert it with `benchmark convert`, or pass --allow-partial to accept it")
-    good = {k: v for k, v in state_dict.items() if k in model.state_dict()
-            and tuple(v.shape) == tuple(model.state_dict()[k].shape)}
+    own = model.state_dict()
+    good = {k: v for k, v in state_dict.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     model.load_state_dict(good, strict=False)
     return cov
 

@@ -119,7 +119,7 @@ class Progress:
 
             self.suite = tqdm(total=total, desc="suite", position=0, unit="task", leave=True)
             self.task = tqdm(total=1000, position=1, leave=False, bar_format="{desc} {bar} {percentage:3.0f}% "
-                             "[{elapsed}<{remaining}] {postfix}")
+                             "[{elapsed}<{remaining}]{postfix}")
 
     def start(self, name: str) -> None:
         if self.tty:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import sys
 import traceback
@@ -75,6 +76,7 @@ def run_job(job: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from benchmark.errors import BenchmarkError
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     job_path = Path((argv or sys.argv[1:])[0])
     job = json.loads(job_path.read_text())
     try:

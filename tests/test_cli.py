@@ -168,3 +168,23 @@ def test_init_and_inspect(tmp_path):
     assert out.returncode == 0, out.stderr
     info = run_cli("inspect", tmp_path / "r.pth")
     assert info.returncode == 0 and "patch_size: 8" in info.stdout and "(100.0%)" in info.stdout
+
+
+def test_convert_command_timm_and_foreign_pickle(tmp_path):
+    import timm
+    import torch
+
+    model = timm.create_model("vit_tiny_patch16_224", num_classes=10)
+    torch.save({"model": model.state_dict()}, tmp_path / "timm.pth")
+    out = run_cli("convert", "--from", "timm", "--arch", "vit_tiny_patch16_224", tmp_path / "timm.pth",
+                  tmp_path / "canon.pth")
+    assert out.returncode == 0, out.stderr
+    assert "(100.0%)" in out.stdout
+    loaded = checkpoint.load_backbone(tmp_path / "canon.pth")
+    x = torch.randn(1, 3, 224, 224)
+    model.reset_classifier(0)
+    assert torch.allclose(loaded.eval()(x), model.eval()(x), atol=1e-5)
+
+    torch.save({"model": {}, "config": Path("x")}, tmp_path / "foreign.pth")  # a pickled object of another kind
+    code, lines = _bad("convert", "--from", "simmim", tmp_path / "foreign.pth", tmp_path / "o.pth")
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and "Path" in lines[0]
