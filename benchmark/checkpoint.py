@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import pickle
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,32 +41,50 @@ CONVERT_HINT = ("convert it first: `benchmark convert --from simmim|mmpretrain|t
                 "(see README, section 'Checkpoints')")
 
 
-def read_checkpoint(path: str | os.PathLike) -> Any:
-    """``torch.load`` with ``weights_only=True`` and one clear error per way a file can be wrong."""
+def read_checkpoint(path: str | os.PathLike, *, allowed_globals: tuple = (), foreign_fix: str = CONVERT_HINT) -> Any:
+    """``torch.load`` with ``weights_only=True`` and one clear error per way a file can be wrong.
+
+    ``allowed_globals``: ``(obj, "module.Name")`` pairs the weights-only unpickler may build besides tensors and
+    plain containers (the converter maps known config classes to inert stubs this way).
+    """
     p = Path(path)
     if not p.exists():
-        raise CheckpointError(f"checkpoint not found: {p}", "check the path given to --ckpt")
+        raise CheckpointError(f"checkpoint not found: {p}", "check the path")
     if p.is_dir():
         raise CheckpointError(f"checkpoint path is a directory: {p}", "pass the .pth file itself")
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(allowed_globals)):
+            return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        objects = _unsafe_globals(p)
-        what = f" (it pickles {', '.join(objects[:4])})" if objects else ""
-        raise CheckpointError(
-            f"{p} holds Python objects that are not plain tensors{what}; untrusted checkpoints are "
-            "only read with weights_only=True", CONVERT_HINT) from exc
+        allowed = {name for _, name in allowed_globals}
+        objects = [g for g in _unsafe_globals(p, exc) if g not in allowed]
+        if objects:
+            raise CheckpointError(
+                f"{p} pickles Python objects that are not tensors or plain containers ({', '.join(objects[:5])}); "
+                "untrusted checkpoints are read with weights_only=True and their code is never run",
+                foreign_fix) from exc
+        raise _unreadable(p, exc) from exc
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds (IndexError, RuntimeError, ...) on junk
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{p} is not a readable PyTorch checkpoint ({first[:160]})",
-                              "pass a .pth file written by torch.save") from exc
+        raise _unreadable(p, exc) from exc
 
 
-def _unsafe_globals(path: Path) -> list[str]:
+def _unreadable(p: Path, exc: Exception) -> CheckpointError:
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    return CheckpointError(f"{p} is not a readable PyTorch checkpoint ({first[:160]})",
+                           "pass a .pth file written by torch.save")
+
+
+def _unsafe_globals(path: Path, exc: Exception) -> list[str]:
+    """The globals a pickle needs, to name them in the error (from torch, else from the unpickler's message)."""
     try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        names = list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
     except Exception:  # noqa: BLE001 - only used to enrich an error message
-        return []
+        names = []
+    if not names:
+        m = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        names = [m.group(1)] if m else []
+    return names
 
 
 @dataclass

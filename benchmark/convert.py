@@ -31,13 +31,10 @@ from __future__ import annotations
 import logging
 import math
 import os
-import pickle
 import re
 import sys
-import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -122,47 +119,12 @@ def _unstub(obj: Any) -> Any:
 
 def load_untrusted(path: str | os.PathLike) -> Any:
     """``torch.load(weights_only=True)`` with the config allow-list; config objects come back as plain dicts."""
-    p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"checkpoint not found: {p}", "check the SRC path")
-    if p.is_dir():
-        raise CheckpointError(f"checkpoint path is a directory: {p}", "pass the .pth file itself")
-    stubs = [(cls, name) for name, cls in ALLOWED_CONFIG_CLASSES.items()]
-    try:
-        with torch.serialization.safe_globals(stubs):
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        bad = _foreign_globals(p, exc)
-        if not bad:
-            m = re.search(r"WeightsUnpickler error:\s*(.+)", str(exc))
-            why = (m.group(1) if m else str(exc).strip().splitlines()[0]).strip().splitlines()[0][:160]
-            raise CheckpointError(f"{p} is not a readable PyTorch checkpoint ({why})",
-                                  "pass a .pth file written by torch.save") from exc
-        raise CheckpointError(
-            f"{p} pickles Python objects that are not tensors, plain containers or an allow-listed config "
-            f"({', '.join(bad[:5])}); untrusted checkpoints are read with weights_only=True and their code is "
-            "never run",
-            "in an environment you trust, re-save only the weights, e.g. "
-            "torch.save({'model': torch.load(SRC, weights_only=False)['model']}, 'weights.pth')") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{p} is not a readable PyTorch checkpoint ({first[:160]})",
-                              "pass a .pth file written by torch.save") from exc
+    stubs = tuple((cls, name) for name, cls in ALLOWED_CONFIG_CLASSES.items())
+    obj = ckpt_mod.read_checkpoint(
+        path, allowed_globals=stubs,
+        foreign_fix="in an environment you trust, re-save only the weights, e.g. "
+                    "torch.save({'model': torch.load(SRC, weights_only=False)['model']}, 'weights.pth')")
     return _unstub(obj)
-
-
-def _foreign_globals(path: Path, exc: Exception) -> list[str]:
-    names: list[str] = []
-    try:
-        names = [g for g in torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-                 if g not in ALLOWED_CONFIG_CLASSES]
-    except Exception:  # noqa: BLE001 - only used to enrich the error message
-        pass
-    if not names:
-        m = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        if m:
-            names = [m.group(1)]
-    return names
 
 
 # --------------------------------------------------------------------------------------------------------------
