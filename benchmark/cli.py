@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     ini.add_argument("--seed", type=int, default=0)
     ini.add_argument("--out", type=Path, required=True)
 
+    # Listed for --help only: main() hands everything after `pretrain` to pretrain.train untouched.
+    sub.add_parser("pretrain", add_help=False,
+                   help="SimMIM pre-training (the options of `python -m pretrain.train`; see `benchmark pretrain -h`)")
+
     info = sub.add_parser("inspect", help="print a canonical checkpoint's meta and coverage")
     info.add_argument("ckpt", type=Path)
     return p
@@ -222,6 +226,12 @@ def _sigterm_as_interrupt(signum, frame):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = argv[:1] == ["--debug"]
+    if argv[debug:debug + 1] == ["pretrain"]:
+        from pretrain import train
+
+        return train.main(argv[debug + 1:] + (["--debug"] if debug else []))
     args = build_parser().parse_args(argv)
     # A killed runner (SIGTERM from a scheduler or `kill`) stops its worker and keeps finished results.
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
