@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
+from .files import publish
 
 log = logging.getLogger("benchmark.checkpoint")
 
@@ -138,7 +139,7 @@ def save_canonical(path: str | os.PathLike, state_dict: dict[str, torch.Tensor],
     os.close(fd)
     try:
         torch.save({"state_dict": clean, "meta": meta}, tmp)
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .files import publish
 from .errors import BenchmarkError
 from .registry import DIRECTIONS, PAPER_SUITES, Metric, TaskSpec, suites
 
@@ -206,7 +207,7 @@ def _atomic_write(path: str | Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             f.write(text)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -28,4 +28,4 @@ $B leaderboard --db "$OUT/results.db" --format csv --out "$OUT/leaderboard.csv"
 $B leaderboard --db "$OUT/results.db" --format md --out "$OUT/leaderboard.md" --reference
 echo
 echo "pre-training figures: $OUT/pretrain_vit_tiny/loss_curve.png, $OUT/pretrain_vit_tiny/reconstruction.png"
-sed -n '/^## demo/,/^$/p' "$OUT/leaderboard.md"
+awk '/^## demo/ {on = 1} on && /^\(reported\)/ {exit} on' "$OUT/leaderboard.md"
