@@ -7,6 +7,7 @@ results DB in one transaction and to ``<work-dir>/<sha12>/<task>/<preset>-subset
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import os
@@ -167,25 +168,17 @@ def _run_worker(job: dict, progress: Progress) -> tuple[int, str]:
             code = proc.wait()
         except BaseException:
             # Ctrl-C / SIGTERM of the runner: stop the worker's whole process group (torchrun children too).
-            with _suppress():
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                with _suppress():
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
             raise
     if code < 0:
         last_error = f"killed by signal {signal.Signals(-code).name} (out of memory?)"
     return code, last_error or (f"exit code {code}" if code else "")
-
-
-class _suppress:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return exc[0] is not None and issubclass(exc[0], ProcessLookupError)
 
 
 def run(opts: RunOptions) -> list[Outcome]:
