@@ -470,3 +470,23 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             model, float(self.base_lr), float(self.base_wd or 0.0), self.layer_decay_rate)
         optimizer = OPTIMIZERS.build(optimizer_cfg)
         return OPTIM_WRAPPERS.build(optim_wrapper_cfg, default_args=dict(optimizer=optimizer))
+
+
+# mmpose registers its own 'LayerDecayOptimWrapperConstructor' (for mmpretrain ViTs); inside default_scope='mmpose'
+# that name resolves to mmpose's class, so task configs use this unambiguous alias.
+OPTIM_WRAPPER_CONSTRUCTORS.register_module(name="MIMLayerDecayOptimWrapperConstructor",
+                                           module=LayerDecayOptimWrapperConstructor)
+
+
+def output_channels(checkpoint: str | os.PathLike, out_indices: Sequence[int]) -> list[int]:
+    """Channels of ``MIMBackbone(checkpoint, out_indices)``'s outputs without loading weights (built on the meta
+    device): task heads need them in their config before the backbone exists."""
+    from .checkpoint import build_model
+
+    meta = load_canonical(checkpoint).meta
+    family = backbone_family(str(meta.get("arch")))
+    with torch.device("meta"):
+        trunk = build_model(meta, **({"strict_img_size": False} if family == "swin" else {}))
+    if family == "swin":
+        return [int(trunk.feature_info[i]["num_chs"]) for i in out_indices]
+    return [int(trunk.embed_dim)] * len(out_indices)

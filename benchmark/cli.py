@@ -58,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--db", type=Path, default=Path(DEFAULT_DB))
     run.add_argument("--force", action="store_true", help="re-run results that already exist")
     run.add_argument("--device", default="cpu", help="cpu | cuda")
+    run.add_argument("--set", dest="overrides", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                     help="override a preset parameter (repeatable), e.g. --set iters=300; stored as preset 'ci+iters=300'")
+    run.add_argument("--nproc", type=int, default=1,
+                     help="processes per task: >1 runs each task under torchrun (DDP; gloo on CPU, nccl on GPUs)")
+    run.add_argument("--launcher", choices=["none", "slurm"], default="none",
+                     help="slurm: start each task with srun inside the current allocation (one process per task slot)")
     run.add_argument("--allow-partial", action="store_true",
                      help="accept a checkpoint that fills less than 100%% of the backbone (not recommended)")
 
@@ -98,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("inspect", help="print a canonical checkpoint's meta and coverage")
     info.add_argument("ckpt", type=Path)
+
+    sk = sub.add_parser("score-keypoints", help="score a COCO-format keypoint results JSON with the suite's metric code")
+    sk.add_argument("--ann", type=Path, required=True, help="ground-truth JSON (COCO person_keypoints / CrowdPose)")
+    sk.add_argument("--results", type=Path, required=True, help="list of {image_id, category_id, keypoints, score}")
+    sk.add_argument("--kind", choices=["coco", "crowdpose"], default="coco")
+
+    nyu = sub.add_parser("convert-nyu", help="BTS-layout NYUv2 (split file + sync/ or official_splits/) -> mmseg layout")
+    nyu.add_argument("--split-file", type=Path, required=True, help="e.g. nyudepthv2_train_files_with_gt.txt")
+    nyu.add_argument("--data-path", type=Path, required=True, help="folder the split file's paths are relative to")
+    nyu.add_argument("--split", choices=["train", "test"], required=True)
+    nyu.add_argument("--out", type=Path, required=True, help="the nyu/ folder to write (images/, annotations/)")
+    nyu.add_argument("--mode", choices=["symlink", "hardlink", "copy"], default="symlink")
     return p
 
 
@@ -134,7 +152,10 @@ def cmd_run(args) -> int:
                              subset=args.subset, data_root=args.data_root, mini=args.data == "mini",
                              work_dir=args.work_dir, db=args.db, force=args.force, device=args.device,
                              label=args.name, allow_partial=args.allow_partial, explicit_tasks=bool(args.tasks),
-                             debug=args.debug)
+                             debug=args.debug, overrides=dict(args.overrides), nproc=args.nproc,
+                             launcher=args.launcher)
+    if args.nproc < 1:
+        raise BenchmarkError(f"--nproc must be >= 1, got {args.nproc}", "e.g. --nproc 8 on an 8-GPU node")
     outcomes = runner.run(opts)
     failed = [o for o in outcomes if o.status == "failed"]
     ok = sum(o.status == "ok" for o in outcomes)
@@ -212,13 +233,31 @@ def cmd_inspect(args) -> int:
     return 0 if cov.complete else 1
 
 
+def cmd_score_keypoints(args) -> int:
+    from tasks.pose.keypoint_eval import evaluate_keypoints
+
+    metrics = evaluate_keypoints(args.ann, args.results, kind=args.kind)
+    for k, v in metrics.items():
+        print(f"{k}: {v:.2f}")
+    return 0
+
+
+def cmd_convert_nyu(args) -> int:
+    from tasks.depth.bts import convert_bts_nyu
+
+    n = convert_bts_nyu(args.split_file, args.data_path, args.out, args.split, mode=args.mode)
+    print(f"wrote {n} {args.split} image/depth pairs under {args.out} (mmseg NYUDataset layout)")
+    return 0
+
+
 def _require_db(path: Path) -> None:
     if not Path(path).exists():
         raise BenchmarkError(f"results DB not found: {path}", "run `benchmark run` first or pass --db FILE")
 
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard, "check": cmd_check,
-            "convert": cmd_convert, "init": cmd_init, "inspect": cmd_inspect}
+            "convert": cmd_convert, "init": cmd_init, "inspect": cmd_inspect,
+            "score-keypoints": cmd_score_keypoints, "convert-nyu": cmd_convert_nyu}
 
 
 def _sigterm_as_interrupt(signum, frame):

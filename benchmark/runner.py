@@ -46,6 +46,16 @@ class RunOptions:
     allow_partial: bool = False
     explicit_tasks: bool = False  # tasks named with --tasks (an unimplemented one is an error, not a skip)
     debug: bool = False
+    overrides: dict = field(default_factory=dict)  # --set KEY=VALUE over the preset's parameters
+    nproc: int = 1  # >1: each task runs under torchrun with this many processes (DDP)
+    launcher: str = "none"  # none | pytorch (torchrun, with nproc) | slurm (srun inside an allocation)
+
+    @property
+    def preset_label(self) -> str:
+        """The preset as stored with results: overridden parameters make a different result identity."""
+        if not self.overrides:
+            return self.preset
+        return self.preset + "+" + ",".join(f"{k}={v}" for k, v in sorted(self.overrides.items()))
 
 
 @dataclass
@@ -103,10 +113,10 @@ def _check_data(specs: list[TaskSpec], opts: RunOptions) -> None:
     """Fail before any work if a real data root is missing (the worker checks the details again)."""
     if opts.mini:
         return
-    from tasks.base import TaskAdapter
+    from . import registry
 
     for spec in specs:
-        TaskAdapter.check_data(spec, data.real_root(spec, opts.data_root))
+        registry.load_adapter(spec).check_data(spec, data.real_root(spec, opts.data_root))
 
 
 class Progress:
@@ -148,14 +158,47 @@ class Progress:
             self.suite.close()
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def worker_command(job: dict) -> list[str]:
+    """How one task is started: a plain process, torchrun with N processes, or srun inside a Slurm allocation."""
+    worker = ["-m", "benchmark.worker", str(job["job_path"])]
+    if job.get("launcher") == "slurm":
+        return ["srun", "--kill-on-bad-exit=1", sys.executable, "-u", *worker]
+    if int(job.get("nproc", 1)) > 1:
+        return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={int(job['nproc'])}",
+                "--nnodes=1", f"--master_port={_free_port()}", *worker]
+    return [sys.executable, *worker]
+
+
+def check_overrides(spec: TaskSpec, preset: str, overrides: dict) -> None:
+    import difflib
+
+    params = spec.preset(preset)
+    for key in overrides:
+        if key not in params:
+            close = difflib.get_close_matches(key, list(params), n=3)
+            raise BenchmarkError(f"--set {key}=...: task {spec.name}'s preset '{preset}' has no parameter '{key}'",
+                                 (f"did you mean {', '.join(close)}? " if close else "")
+                                 + f"its parameters: {', '.join(sorted(params))}")
+
+
 def _run_worker(job: dict, progress: Progress) -> tuple[int, str]:
     """Run the worker; stream its progress; return (exit code, last error line)."""
     job_path = Path(job["job_path"])
     job_path.write_text(json.dumps(job, indent=2))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if not str(job["device"]).startswith("cuda"):
+        env["CUDA_VISIBLE_DEVICES"] = ""  # --device cpu means CPU even where mmengine would pick a GPU
     last_error = ""
     with open(job["log"], "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "benchmark.worker", str(job_path)], stdout=subprocess.PIPE,
+        proc = subprocess.Popen(worker_command(job), stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO, start_new_session=True)
         try:
             for line in proc.stdout:
@@ -179,6 +222,19 @@ def _run_worker(job: dict, progress: Progress) -> tuple[int, str]:
     if code < 0:
         last_error = f"killed by signal {signal.Signals(-code).name} (out of memory?)"
     return code, last_error or (f"exit code {code}" if code else "")
+
+
+def _safe(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.+=," else "_" for c in label)[:120]
+
+
+def _config_hash(spec: TaskSpec, opts: RunOptions) -> str:
+    if not opts.overrides:
+        return spec.config_hash(opts.preset)
+    import hashlib
+
+    blob = json.dumps([spec.config_hash(opts.preset), opts.overrides], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def run(opts: RunOptions) -> list[Outcome]:
@@ -208,24 +264,25 @@ def run(opts: RunOptions) -> list[Outcome]:
     progress = Progress(len(plan))
     try:
         for spec, seed in plan:
-            key = RunKey(sha, spec.name, opts.preset, int(opts.subset), int(seed))
+            key = RunKey(sha, spec.name, opts.preset_label, int(opts.subset), int(seed))
             if not opts.force and store.is_done(key):
                 outcomes.append(Outcome(spec.name, seed, "skipped", "already done (--force re-runs)"))
                 progress.end(f"{spec.name} seed {seed}: skipped, already done (--force re-runs it)")
                 continue
-            spec.preset(opts.preset)  # unknown preset -> one clear error before spawning
-            run_dir = work_dir / sha[:12] / spec.name / f"{opts.preset}-subset{opts.subset}-seed{seed}"
+            check_overrides(spec, opts.preset, opts.overrides)  # unknown preset / key: one clear error first
+            run_dir = work_dir / sha[:12] / spec.name / f"{_safe(opts.preset_label)}-subset{opts.subset}-seed{seed}"
             run_dir.mkdir(parents=True, exist_ok=True)
             job = {"task": spec.name, "ckpt": str(Path(opts.ckpt).resolve()), "ckpt_sha256": sha,
                    "data_root": opts.data_root, "mini": opts.mini, "mini_dir": str(work_dir.resolve() / "mini_data"),
-                   "preset": opts.preset, "subset": int(opts.subset), "seed": int(seed),
+                   "preset": opts.preset, "overrides": opts.overrides, "subset": int(opts.subset), "seed": int(seed),
+                   "nproc": int(opts.nproc), "launcher": opts.launcher,
                    "work_dir": str(run_dir.resolve()), "cache_dir": str(work_dir.resolve() / "cache"),
                    "device": opts.device, "allow_partial": opts.allow_partial, "debug": opts.debug,
                    "result_path": str(run_dir.resolve() / "result.json"), "log": str(run_dir.resolve() / "worker.log"),
                    "job_path": str(run_dir.resolve() / "job.json")}
             info = RunInfo(key=key, ckpt_path=str(Path(opts.ckpt).resolve()), ckpt_label=label,
                            arch=ckpt.meta.get("arch", ""), method=ckpt.meta.get("method", ""), suite=spec.suite,
-                           task_version=spec.version, config_hash=spec.config_hash(opts.preset),
+                           task_version=spec.version, config_hash=_config_hash(spec, opts),
                            data_root=opts.data_root or ("mini" if opts.mini else ""), data_fingerprint="",
                            packages=versions, git_sha=commit, device=opts.device, started_at=time.time(),
                            finished_at=0.0, wall_s=0.0)

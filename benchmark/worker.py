@@ -19,7 +19,13 @@ from pathlib import Path
 PROGRESS = "##progress"
 
 
+def _rank() -> int:
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)))
+
+
 def _progress(frac: float, msg: str = "") -> None:
+    if _rank() != 0:
+        return
     print(f"{PROGRESS} {max(0.0, min(1.0, frac)):.4f} {msg}".rstrip(), flush=True)
 
 
@@ -51,6 +57,27 @@ def prepare_data(spec, adapter_cls, job: dict) -> Path:
     return root
 
 
+def init_distributed(job: dict) -> None:
+    """Under torchrun / srun with more than one process: the process group, before any Runner exists (mmengine's
+    own init_dist always selects a GPU; on CPU the group uses gloo)."""
+    world = int(os.environ.get("WORLD_SIZE", os.environ.get("SLURM_NTASKS", 1)) or 1)
+    if world <= 1:
+        return
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    launcher = "slurm" if job.get("launcher") == "slurm" else "pytorch"
+    if str(job["device"]).startswith("cuda"):
+        from mmengine.dist import init_dist
+
+        init_dist(launcher, backend="nccl")
+    else:
+        from pretrain.train import init_cpu_dist
+
+        init_cpu_dist(launcher, backend="gloo")
+
+
 def run_job(job: dict) -> dict:
     import torch
 
@@ -60,9 +87,11 @@ def run_job(job: dict) -> dict:
     spec = registry.get_task(job["task"])
     adapter_cls = registry.load_adapter(spec)
     root = prepare_data(spec, adapter_cls, job)
+    init_distributed(job)
     torch.manual_seed(job["seed"])
+    params = {**spec.preset(job["preset"]), **job.get("overrides", {})}
     ctx = RunContext(spec=spec, ckpt=Path(job["ckpt"]), ckpt_sha256=job["ckpt_sha256"], data_root=root,
-                     preset=job["preset"], params=spec.preset(job["preset"]), seed=job["seed"],
+                     preset=job["preset"], params=params, seed=job["seed"],
                      subset=job["subset"], work_dir=Path(job["work_dir"]), cache_dir=Path(job["cache_dir"]),
                      device=job["device"], allow_partial=job["allow_partial"], progress=_progress)
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
@@ -81,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     job = json.loads(job_path.read_text())
     try:
         result = run_job(job)
+        if _rank() != 0:
+            return 0  # rank 0 writes the result
     except BenchmarkError as exc:
         if job.get("debug"):
             traceback.print_exc()
