@@ -43,7 +43,7 @@ fi
 # --no-compile: byte-compiling torch's thousands of files costs more than the lazy compile on first import.
 PIP=("$VENV/bin/python" -m pip install -q --no-compile -c "$CONSTRAINTS")
 STACK=(torch torchvision timm mmengine mmdet mmsegmentation mmpose pycocotools xtcocotools pandas tabulate pyyaml
-       tqdm matplotlib pytest ftfy regex setuptools wheel ninja)
+       tqdm matplotlib pytest ftfy regex scikit-image scikit-learn optuna setuptools wheel ninja)
 # xtcocotools' binary wheel breaks under numpy 2 ('dtype size changed'): always build it from source (pip caches
 # the built wheel, so this costs seconds after the first time).
 NO_BINARY=(--no-binary xtcocotools)
@@ -73,7 +73,7 @@ log "installing torch, timm, mmengine, mmcv (cached wheel), mmdet, mmsegmentatio
 # 5. The project itself. setuptools stays at the constraint (>= 81 drops pkg_resources, which mmengine and mmpose
 #    import): every pip call here runs under the constraints file, so nothing upgrades it.
 "${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"
-"$VENV/bin/python" -c "import mmcv.ops, mmdet.models, mmseg.models, mmpose.models, xtcocotools.coco, benchmark.cli" \
+"$VENV/bin/python" -c "import mmcv.ops, mmdet.models, mmseg.models, mmpose.models, xtcocotools.coco, skimage.data, benchmark.cli" \
   || { log "import check failed: see the messages above"; exit 1; }
 echo "$want" > "$STAMP"
 log "done ($VENV)"
