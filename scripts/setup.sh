@@ -73,7 +73,7 @@ log "installing torch, timm, mmengine, mmcv (cached wheel), mmdet, mmsegmentatio
 # 5. The project itself. setuptools stays at the constraint (>= 81 drops pkg_resources, which mmengine and mmpose
 #    import): every pip call here runs under the constraints file, so nothing upgrades it.
 "${PIP[@]}" --no-deps --no-build-isolation -e "$ROOT"
-"$VENV/bin/python" -c "import mmcv.ops, mmdet.models, mmseg.models, mmpose.models, xtcocotools.coco, skimage.data, benchmark.cli" \
+"$VENV/bin/python" -c "import mmcv.ops, mmdet.models, mmseg.models, mmpose.models, mmpose.apis, xtcocotools.coco, skimage.data, benchmark.cli" \
   || { log "import check failed: see the messages above"; exit 1; }
 echo "$want" > "$STAMP"
 log "done ($VENV)"
