@@ -48,7 +48,7 @@ from .checkpoint import load_backbone, load_canonical, load_weights
 from .errors import BenchmarkError, CheckpointError
 
 __all__ = ["MIMBackbone", "LayerDecayOptimWrapperConstructor", "layer_decay_param_groups", "trunk_layer_ids",
-           "backbone_family", "PYRAMID_STRIDES"]
+           "backbone_family", "PYRAMID_STRIDES", "native_level", "output_channels"]
 
 PYRAMID_STRIDES = (4, 8, 16, 32)
 
@@ -478,12 +478,19 @@ OPTIM_WRAPPER_CONSTRUCTORS.register_module(name="MIMLayerDecayOptimWrapperConstr
                                            module=LayerDecayOptimWrapperConstructor)
 
 
-def output_channels(checkpoint: str | os.PathLike, out_indices: Sequence[int]) -> list[int]:
-    """Channels of ``MIMBackbone(checkpoint, out_indices)``'s outputs without loading weights (built on the meta
-    device): task heads need them in their config before the backbone exists."""
+def native_level(meta: dict) -> int:
+    """The pyramid level (stride 4 * 2**level) a dense head should read without pooling: Swin's stride-32 stage (as the
+    paper's SwinV2 heads); a plain ViT's own patch stride (ViT-B/16: level 2), so small patches are never pooled."""
+    if backbone_family(str(meta.get("arch"))) == "swin":
+        return 3
+    return min(3, max(0, int(math.log2(max(int(meta.get("patch_size", 16)), 4) // 4))))
+
+
+def output_channels(meta: dict, out_indices: Sequence[int]) -> list[int]:
+    """Channels of ``MIMBackbone``'s outputs for a checkpoint with this ``meta``, without its weights (the trunk is
+    built on the meta device): task heads need them in their config before the backbone exists."""
     from .checkpoint import build_model
 
-    meta = load_canonical(checkpoint).meta
     family = backbone_family(str(meta.get("arch")))
     with torch.device("meta"):
         trunk = build_model(meta, **({"strict_img_size": False} if family == "swin" else {}))

@@ -20,10 +20,9 @@ may carry ``dataset_overrides.json`` at its root (e.g. the KB crop at its 1/8 sc
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-from benchmark.backbone import backbone_family, output_channels
+from benchmark.backbone import native_level, output_channels
 from benchmark.checkpoint import load_canonical
 from benchmark.errors import DataError
 from tasks import openmmlab as mm
@@ -55,11 +54,8 @@ class _DepthAdapter(TaskAdapter):
     def _model(self, ds: dict) -> dict:
         p, ckpt = self.ctx.params, str(self.ctx.ckpt)
         meta = load_canonical(ckpt).meta
-        if backbone_family(str(meta.get("arch"))) == "swin":
-            level = 3  # stride 32, as the paper's SwinV2
-        else:  # the token grid itself: ViT-B/16 -> stride 16; never a pooled map
-            level = min(3, max(0, int(math.log2(max(int(meta.get("patch_size", 16)), 4) // 4))))
-        channels = output_channels(ckpt, (level,))[0]
+        level = native_level(meta)  # Swin: stride 32 as the paper's SwinV2; ViT: its patch stride
+        channels = output_channels(meta, (level,))[0]
         width = int(p.get("deconv_width", 32))
         filters = (width,) * level  # stride 4 * 2**level -> stride 4 in `level` deconvs, then x4 upsampling
         return dict(

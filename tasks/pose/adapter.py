@@ -19,10 +19,9 @@ work dir, so the metric sees exactly the evaluated images.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-from benchmark.backbone import backbone_family, output_channels
+from benchmark.backbone import native_level, output_channels
 from benchmark.checkpoint import load_canonical
 from benchmark.errors import DataError
 from tasks import openmmlab as mm
@@ -82,17 +81,15 @@ class _PoseAdapter(TaskAdapter):
     def _model(self, codec: dict) -> dict:
         p, ckpt = self.ctx.params, str(self.ctx.ckpt)
         meta = load_canonical(ckpt).meta
-        if backbone_family(str(meta.get("arch"))) == "swin":
-            level = 3  # the stride-32 stage + 3 deconvs (SimpleBaseline)
-        else:  # the token grid itself (ViT-B/16: stride 16 + 2 deconvs, as ViTPose); no pooling of small patches
-            level = min(3, max(0, int(math.log2(max(int(meta.get("patch_size", 16)), 4) // 4))))
+        # Swin: stride 32 + 3 deconvs (SimpleBaseline); ViT-B/16: stride 16 + 2 deconvs (ViTPose)
+        level = native_level(meta)
         n_deconv = level
         stride, (h, w) = 4 * 2 ** level, self.ctx.params["input_size"]
         if h % stride or w % stride:
             raise DataError(f"task {self.ctx.spec.name}: input_size {h}x{w} is not a multiple of this backbone's "
                             f"stride {stride} (the heatmaps would not align)",
                             f"use e.g. --set input_size=[{-(-h // stride) * stride},{-(-w // stride) * stride}]")
-        channels = output_channels(ckpt, (level,))[0]
+        channels = output_channels(meta, (level,))[0]
         width = int(p.get("deconv_channels", 256))
         return dict(
             type="TopdownPoseEstimator",
