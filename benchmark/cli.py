@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data", choices=["real", "mini"], default="real",
                      help="mini: generate small learnable data in the real layouts under the work dir")
     run.add_argument("--subset", type=int, default=0, help="deterministic subset of N samples per split (0: all)")
-    run.add_argument("--seed", dest="seeds", type=_seeds, action="extend", help="one or more seeds (default 0)")
+    run.add_argument("--seed", dest="seeds", type=_seeds, action="extend", help="one or more seeds (default: the preset's `seeds` count, e.g. 0..4 for the linear probe; else 0)")
     run.add_argument("--preset", default="ci", help="paper | ci (default ci)")
     run.add_argument("--work-dir", type=Path, default=Path("work_dirs"))
     run.add_argument("--db", type=Path, default=Path(DEFAULT_DB))
@@ -148,7 +148,7 @@ def cmd_run(args) -> int:
     from . import registry, runner
 
     specs = registry.resolve(tasks=args.tasks, suite=args.suite)
-    opts = runner.RunOptions(ckpt=args.ckpt, tasks=specs, seeds=args.seeds or [0], preset=args.preset,
+    opts = runner.RunOptions(ckpt=args.ckpt, tasks=specs, seeds=args.seeds or None, preset=args.preset,
                              subset=args.subset, data_root=args.data_root, mini=args.data == "mini",
                              work_dir=args.work_dir, db=args.db, force=args.force, device=args.device,
                              label=args.name, allow_partial=args.allow_partial, explicit_tasks=bool(args.tasks),

@@ -97,7 +97,13 @@ def _deep_merge(base: dict, over: dict) -> dict:
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path in seen:
         raise BenchmarkError(f"spec include cycle at {path}", "remove the circular include:")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        raise BenchmarkError(f"task spec {path} is not valid YAML"
+                             + (f" (line {where.line + 1}, column {where.column + 1})" if where else ""),
+                             "fix the file (a '#' comment inside {...} or [...] is a common cause)") from exc
     inc = data.pop("include", None)
     if inc:
         data = _deep_merge(_read_yaml(path.parent / inc, seen + (path,)), data)

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 class RunOptions:
     ckpt: Path
     tasks: list[TaskSpec]
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] | None = None  # None: each task's preset ``seeds`` (0..n-1), else seed 0
     preset: str = "ci"
     subset: int = 0
     data_root: str | None = None
@@ -56,6 +56,13 @@ class RunOptions:
         if not self.overrides:
             return self.preset
         return self.preset + "+" + ",".join(f"{k}={v}" for k, v in sorted(self.overrides.items()))
+
+
+def seeds_for(spec: TaskSpec, opts: RunOptions) -> list[int]:
+    """--seed wins; otherwise a preset may ask for several seeds (the linear probe's 5), else seed 0."""
+    if opts.seeds is not None:
+        return list(opts.seeds)
+    return list(range(int(spec.presets.get(opts.preset, {}).get("seeds", 1))))
 
 
 @dataclass
@@ -260,7 +267,7 @@ def run(opts: RunOptions) -> list[Outcome]:
     outcomes = [Outcome(name, -1, "skipped", "not implemented yet") for name in skipped_unimplemented]
     for name in skipped_unimplemented:
         print(f"skip {name}: not implemented yet", file=sys.stderr)
-    plan = [(spec, seed) for spec in specs for seed in opts.seeds]
+    plan = [(spec, seed) for spec in specs for seed in seeds_for(spec, opts)]
     progress = Progress(len(plan))
     try:
         for spec, seed in plan:

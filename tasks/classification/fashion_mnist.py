@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from benchmark.data import fingerprint
 from benchmark.errors import DataError
@@ -81,8 +82,9 @@ class FashionMNISTProbe(TaskAdapter):
     def transform(self, model) -> callable:
         """uint8 (N, 28, 28) -> normalised float (N, 3, S, S) at the backbone's input size."""
         size = int(model.mim_meta["img_size"])
-        mean = torch.tensor(model.pretrained_cfg.get("mean", (0.485, 0.456, 0.406))).view(1, 3, 1, 1)
-        std = torch.tensor(model.pretrained_cfg.get("std", (0.229, 0.224, 0.225))).view(1, 3, 1, 1)
+        # ImageNet mean/std, as SimMIM pre-training (timm's pretrained_cfg says 0.5/0.5 for ViTs)
+        mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1)
 
         def apply(batch: torch.Tensor) -> torch.Tensor:
             x = batch.float().div_(255).unsqueeze(1)
@@ -94,7 +96,7 @@ class FashionMNISTProbe(TaskAdapter):
     def features(self, model, split: str, images: np.ndarray, data_id: str) -> torch.Tensor:
         ctx = self.ctx
         pool = ctx.params.get("pool", "avg")
-        key = lp.cache_key("fashion_mnist", ctx.ckpt_sha256, data_id, split, len(images), "gray3-bilinear-imagenet",
+        key = lp.cache_key("fashion_mnist", ctx.ckpt_sha256, data_id, split, len(images), "gray3-bilinear-imagenet-meanstd",
                            int(model.mim_meta["img_size"]), pool)
         base = {"train": 0.0, "test": 0.35}[split]
 

@@ -1,0 +1,326 @@
+"""End-to-end fine-tuning for the semantic classification tasks (K12, iNat18), on the shared mmengine harness.
+
+The SimMIM fine-tune recipe (shared PROTOCOLS.md, "Fine-tune recipe (classification)"): 100 epochs, 20 of linear
+warm-up then cosine to ``min_lr``; AdamW (wd 0.05) with layer-wise lr decay (0.65 ViT-B / 0.9 Swin-B), base lr
+1.25e-3 scaled by total batch / 512, gradient clipping 5.0; drop path 0.1; RandAugment ``rand-m9-mstd0.5-inc1``,
+random erasing 0.25, mixup 0.8 / cutmix 1.0 with label smoothing 0.1. Every knob is a preset key (``RECIPE``).
+
+Model: the checkpoint's timm trunk (through ``MIMBackbone``, so every backbone tensor must load and the harness's
+layer-decay constructor, weight re-loading and backbone export apply), global average pooling of the final-normed
+patch tokens and a fresh linear head. Multi-label VOC2007: sigmoid + BCE (difficult labels as negatives), no
+mixing, 11-point mAP.
+
+Unreadable images: a training sample is replaced by the next readable one; a test sample is left out of the score;
+both are counted with ``CorruptCounter`` (a split with more than 1 % unreadable images is a DataError).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from mmengine.evaluator import BaseMetric
+from mmengine.model import BaseModel
+from mmengine.registry import METRICS, MODELS
+from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, Mixup, create_transform
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from torch import nn
+from torch.utils.data import Dataset
+
+from benchmark.backbone import MIMBackbone, backbone_family
+from benchmark.checkpoint import load_canonical
+from benchmark.errors import BenchmarkError, DataError
+from tasks import openmmlab as mm
+from tasks.base import RunContext
+from tasks.classification.linear_probe import pool_features
+
+from .common import CorruptCounter, CorruptImage, Split
+from .metrics import map11, mean_per_class_accuracy, top1
+
+log = logging.getLogger(__name__)
+
+METRIC_NAMES = ("top1", "mean_per_class_acc", "map11")
+
+# SimMIM's fine-tune defaults (ViT-B); layer_decay depends on the family (see recipe()).
+RECIPE: dict[str, Any] = dict(
+    epochs=100, batch_size=1024,  # SimMIM: 128 per GPU x 8 GPUs
+    lr=1.25e-3, min_lr=2.5e-7, warmup_epochs=20, warmup_ratio=2e-4,  # warm-up from 2.5e-7 = 2e-4 x base lr
+    weight_decay=0.05, clip_grad=5.0, drop_path=0.1, smoothing=0.1, mixup=0.8, cutmix=1.0, reprob=0.25,
+    auto_augment="rand-m9-mstd0.5-inc1", crop_pct=0.875, workers=8, test_batch_size=128, export_backbone=False)
+LAYER_DECAY = {"plain": 0.65, "beit": 0.65, "swin": 0.9}
+
+
+def recipe(params: dict, meta: dict) -> dict:
+    """The preset over the paper recipe; layer decay defaults to the family's (ViT-B 0.65, Swin-B 0.9)."""
+    p = dict(RECIPE, layer_decay=LAYER_DECAY[backbone_family(str(meta["arch"]))])
+    p.update(params)
+    return p
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# model
+
+class _PooledBackbone(MIMBackbone):
+    """MIMBackbone read as a classifier trunk: mean of the final-normed patch tokens (ViT and Swin alike).
+
+    Kept a MIMBackbone so the harness's layer-decay constructor, ``init_weights`` (re-loads the checkpoint rather
+    than re-initialising timm's trunk) and ``export_backbone`` work unchanged. The dense pyramid of plain ViTs is
+    dropped: unused parameters would break DDP and only waste optimizer state.
+    """
+
+    def __init__(self, checkpoint: str, drop_path_rate: float, allow_partial: bool):
+        super().__init__(checkpoint, out_indices=(3,), drop_path_rate=drop_path_rate, allow_partial=allow_partial)
+        if hasattr(self, "pyramid"):
+            del self.pyramid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # mean pooling as the linear probe (tasks.classification.linear_probe.pool_features), not timm's
+        # global_pool='avg' head: for ViT that swaps the pre-trained final norm for a fresh fc_norm, so the
+        # checkpoint would no longer fill the model; the CLS token is never trained by MIM pre-training.
+        return pool_features(self.trunk, x)
+
+
+@MODELS.register_module(name="SemanticFinetuneClassifier")
+class FinetuneClassifier(BaseModel):
+    """Backbone + linear head as an mmengine model; mixup / cutmix are applied here, on the device batch.
+
+    ``forward(inputs, data_samples, mode)``: ``data_samples`` is the collated dict of the dataset (``label``, and
+    ``valid`` for test samples). 'loss' -> {'loss'}; 'predict' -> one dict per sample for ``FinetuneMetric``.
+    """
+
+    def __init__(self, checkpoint: str, num_classes: int, drop_path_rate: float = 0.1, allow_partial: bool = False,
+                 multilabel: bool = False, smoothing: float = 0.1, mixup: float = 0.0, cutmix: float = 0.0,
+                 data_preprocessor: dict | None = None):
+        super().__init__(data_preprocessor=data_preprocessor)
+        self.backbone = _PooledBackbone(checkpoint, drop_path_rate, allow_partial)
+        width = int(self.backbone.trunk.num_features)
+        self.head = nn.Linear(width, int(num_classes))
+        # BEiT / SimMIM: trunc-normal(0.02) scaled by init_scale 0.001, i.e. std 2e-5; zero bias
+        nn.init.trunc_normal_(self.head.weight, std=2e-5)
+        nn.init.zeros_(self.head.bias)
+        self.multilabel = bool(multilabel)
+        mixing = not self.multilabel and (mixup > 0 or cutmix > 0)
+        self.mixup = Mixup(mixup_alpha=mixup, cutmix_alpha=cutmix, label_smoothing=smoothing,
+                           num_classes=int(num_classes)) if mixing else None
+        if self.multilabel:
+            self.criterion: nn.Module = nn.BCEWithLogitsLoss()
+        elif mixing:
+            self.criterion = SoftTargetCrossEntropy()  # Mixup already smooths the targets
+        else:
+            self.criterion = LabelSmoothingCrossEntropy(smoothing)
+
+    def forward(self, inputs: torch.Tensor, data_samples: dict | None = None, mode: str = "tensor"):
+        if mode == "loss":
+            x, y = inputs, data_samples["label"]
+            if self.mixup is not None:
+                x, y = self.mixup(x, y)
+            return {"loss": self.criterion(self.head(self.backbone(x)), y)}
+        logits = self.head(self.backbone(inputs))
+        if mode == "tensor":
+            return logits
+        return self._predictions(logits.float(), data_samples)
+
+    def _predictions(self, logits: torch.Tensor, data_samples: dict) -> list[dict]:
+        # single-label keeps the argmax only: full logits of iNat's 8,142 classes would not fit in host memory
+        labels, valid = data_samples["label"].cpu().numpy(), data_samples["valid"].cpu().numpy()
+        if self.multilabel:
+            out = torch.sigmoid(logits).cpu().numpy()
+            return [dict(score=s, label=y, valid=bool(v)) for s, y, v in zip(out, labels, valid)]
+        pred = logits.argmax(1).cpu().numpy()
+        return [dict(pred=int(p), label=int(y), valid=bool(v)) for p, y, v in zip(pred, labels, valid)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# data
+
+class SplitDataset(Dataset):
+    """A ``Split`` as mmengine samples ``{'inputs': CHW tensor, 'data_samples': {'label', ['valid']}}``.
+
+    Training: an unreadable image is replaced by the next readable index (the epoch keeps its length and batch
+    shape) and counted once. Test: it yields a blank image flagged ``valid=False`` that the metric leaves out, so
+    every index still produces one result (mmengine's DDP result collection relies on that).
+    With loader workers each worker counts what it reads, so the 1 % threshold is checked per worker.
+    """
+
+    def __init__(self, split: Split, transform, *, train: bool, size: int):
+        self.split, self.transform, self.train, self.size = split, transform, train, size
+        self.counter = CorruptCounter(split.name or ("training split" if train else "test split"), len(split))
+        self._bad: set[int] = set()  # an unreadable training image is met every epoch: count it once
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> dict:
+        return self._train_item(i) if self.train else self._test_item(i)
+
+    def _load(self, i: int) -> Image.Image | None:
+        try:
+            return self.split.load(i)
+        except CorruptImage as exc:
+            if i not in self._bad:
+                self._bad.add(i)
+                self.counter.add(exc)
+            return None
+
+    def _train_item(self, i: int) -> dict:
+        n = len(self.split)
+        for j in (k % n for k in range(i, i + n)):
+            img = self._load(j)
+            if img is not None:
+                labels = self.split.labels[j]
+                # multi-label: BCE target 1 for present, 0 for absent and difficult
+                target = torch.from_numpy((labels == 1).astype(np.float32)) if self.split.multilabel \
+                    else torch.tensor(int(labels))
+                return dict(inputs=self.transform(img), data_samples=dict(label=target))
+        raise DataError(f"{self.counter.split_name}: no image can be decoded", "re-download the dataset")
+
+    def _test_item(self, i: int) -> dict:
+        img = self._load(i)
+        x = self.transform(img) if img is not None else torch.zeros(3, self.size, self.size)
+        return dict(inputs=x, data_samples=dict(label=torch.as_tensor(self.split.labels[i]), valid=img is not None))
+
+
+def transforms(p: dict, size: int) -> tuple[Any, Any]:
+    """timm's ImageNet train / eval transforms as SimMIM's fine-tuning builds them.
+
+    Normalisation is ImageNet's: the statistics the suite's and SimMIM's pre-training use, and those of the other
+    adapters; timm's ``pretrained_cfg`` describes timm's own weights (e.g. augreg's 0.5 / 0.5), not the checkpoint's.
+    """
+    common = dict(input_size=size, interpolation="bicubic", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
+    train = create_transform(is_training=True, auto_augment=p["auto_augment"] or None, re_prob=float(p["reprob"]),
+                             re_mode="pixel", re_count=1, **common)
+    test = create_transform(is_training=False, crop_pct=float(p["crop_pct"]), **common)
+    return train, test
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# metric
+
+def score(metric: str, results: list[dict]) -> dict[str, float]:
+    """The requested metric (and top-1 for single-label tasks) over per-sample results, in percent."""
+    if metric == "map11":
+        value, _ = map11(np.stack([r["score"] for r in results]), np.stack([r["label"] for r in results]))
+        return {"map11": float(value)}
+    pred = np.array([r["pred"] for r in results])
+    y = np.array([r["label"] for r in results])
+    out = {"top1": float(top1(pred, y))}
+    if metric == "mean_per_class_acc":
+        out[metric] = float(mean_per_class_accuracy(pred, y))
+    return out
+
+
+@METRICS.register_module(name="SemanticFinetuneMetric")
+class FinetuneMetric(BaseMetric):
+    """Scores the test split with tasks.semantic.metrics, leaving out the images that could not be decoded."""
+
+    default_prefix = None  # runner.test() returns the spec's metric names as they are
+
+    def __init__(self, metric: str, collect_device: str = "cpu", prefix: str | None = None):
+        super().__init__(collect_device=collect_device, prefix=prefix)
+        self.metric = metric
+
+    def process(self, data_batch: Any, data_samples: list[dict]) -> None:
+        self.results.extend(data_samples)
+
+    def compute_metrics(self, results: list) -> dict[str, float]:
+        valid = [r for r in results if r["valid"]]
+        if len(valid) < len(results):
+            log.warning("%d of %d test images could not be decoded and are left out of the score",
+                        len(results) - len(valid), len(results))
+        return score(self.metric, valid)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the run
+
+def _check(train: Split, test: Split, metric: str) -> None:
+    if metric not in METRIC_NAMES:
+        raise BenchmarkError(f"unknown fine-tune metric '{metric}'", f"use one of {', '.join(METRIC_NAMES)}")
+    if (metric == "map11") != train.multilabel or train.multilabel != test.multilabel:
+        raise BenchmarkError(f"metric '{metric}' does not fit {train.name or 'the split'} "
+                             f"({'multi' if train.multilabel else 'single'}-label)",
+                             "map11 is for multi-label splits, top1 / mean_per_class_acc for single-label ones")
+    if len(train) == 0 or len(test) == 0:
+        raise DataError(f"empty split ({len(train)} training / {len(test)} test images)", "check the dataset")
+
+
+def _per_gpu_batch(p: dict, train_len: int, world: int, mixing: bool) -> int:
+    """The preset's batch per process, capped so one epoch holds a batch; even when mixing (timm Mixup pairs
+    each image with its mirror in the batch)."""
+    per_gpu = min(int(p["batch_size"]) // world, train_len // world)
+    if mixing:
+        per_gpu -= per_gpu % 2
+    if per_gpu < (2 if mixing else 1):
+        raise DataError(f"{train_len} training images cannot fill a batch on {world} process(es)",
+                        "use more training images (a larger --subset) or fewer processes")
+    if per_gpu * world != int(p["batch_size"]):
+        log.warning("total batch %d instead of %d (training set size / mixup pairing)", per_gpu * world,
+                    p["batch_size"])
+    return per_gpu
+
+
+def _schedule(p: dict, max_iters: int, per_epoch: int) -> list[dict]:
+    """Linear warm-up, then cosine to ``min_lr`` (as a ratio: every layer-decay group ends at its own scaled
+    minimum), iteration-based."""
+    warm = int(p["warmup_iters"]) if "warmup_iters" in p else int(round(float(p["warmup_epochs"]) * per_epoch))
+    steps = mm.warmup(dict(p, warmup_iters=warm), max_iters)
+    begin = steps[0]["end"] if steps else 0
+    return steps + [dict(type="CosineAnnealingLR", T_max=max_iters - begin, eta_min_ratio=p["min_lr"] / p["lr"],
+                         by_epoch=False, begin=begin, end=max_iters)]
+
+
+def _loader(dataset: SplitDataset, batch: int, *, train: bool, workers: int) -> dict:
+    """The harness's loader with stacked tensors (not mmengine's pseudo_collate lists)."""
+    cfg = mm.dataloader(dataset, batch, train=train, workers=workers)
+    cfg["collate_fn"] = dict(type="default_collate")
+    return cfg
+
+
+def finetune(ctx: RunContext, train: Split, test: Split, metric: str) -> dict[str, float]:
+    """Fine-tune the checkpoint on ``train`` and score ``test``: ``{metric: value}`` (+ ``top1`` if single-label).
+
+    The caller has already applied ``--subset`` to the splits; ``ctx`` gives checkpoint, preset, seed, device and
+    work dir (checkpoints there make an interrupted run resume).
+    """
+    _check(train, test, metric)
+    meta = load_canonical(ctx.ckpt).meta
+    p = recipe(ctx.params, meta)
+    device = mm.device_of(ctx.device)
+    size = int(meta["img_size"])
+    multilabel = train.multilabel
+    mixing = not multilabel and (float(p["mixup"]) > 0 or float(p["cutmix"]) > 0)
+    world = mm.world_size()
+    per_gpu = _per_gpu_batch(p, len(train), world, mixing)
+    factor = per_gpu * world / 512  # linear lr scaling of the recipe
+    p_run = dict(p, lr=float(p["lr"]) * factor, min_lr=float(p["min_lr"]) * factor)
+    max_iters, per_epoch = mm.iterations(p_run, len(train), per_gpu * world)
+
+    train_tf, test_tf = transforms(p, size)
+    train_set = SplitDataset(train, train_tf, train=True, size=size)
+    test_set = SplitDataset(test, test_tf, train=False, size=size)
+    model = dict(type="SemanticFinetuneClassifier", checkpoint=str(ctx.ckpt), num_classes=len(train.classes),
+                 drop_path_rate=float(p["drop_path"]), allow_partial=ctx.allow_partial, multilabel=multilabel,
+                 smoothing=float(p["smoothing"]), mixup=float(p["mixup"]), cutmix=float(p["cutmix"]))
+    workers = int(p["workers"])
+    runner = mm.build_runner(
+        work_dir=ctx.work_dir / "runner", scope="mmengine", seed=ctx.seed, device=device, model=model,
+        train_dataloader=_loader(train_set, per_gpu, train=True, workers=workers),
+        optim_wrapper_cfg=mm.optim_wrapper(p_run, device), param_scheduler=_schedule(p_run, max_iters, per_epoch),
+        max_iters=max_iters, checkpoint_interval=int(p.get("checkpoint_interval", max(100, max_iters // 10))),
+        test_dataloader=_loader(test_set, int(p["test_batch_size"]), train=False, workers=workers),
+        test_evaluator=dict(type="SemanticFinetuneMetric", metric=metric), report=ctx.progress, train_share=0.9,
+        digest_of=dict(model=model, params=p, metric=metric, train=[train.name, len(train)],
+                       test=[test.name, len(test)]))
+    runner.logger.info(f"fine-tune {train.name}: {len(train)} training / {len(test)} test images, "
+                       f"{len(train.classes)} classes, {max_iters} iterations ({per_epoch}/epoch), total batch "
+                       f"{per_gpu * world}, lr {p_run['lr']:.3g}, world size {world}")
+    mm.train(runner)
+    ctx.progress(0.9, "evaluating")
+    out = {k: float(v) for k, v in runner.test().items()}
+    if p["export_backbone"]:
+        exported = mm.export_backbone(runner, ctx.work_dir / "backbone_finetuned.pth", ctx.spec.name)
+        runner.logger.info(f"fine-tuned backbone written to {exported}")
+    return out
