@@ -56,7 +56,7 @@ LAYER_DECAY = {"plain": 0.65, "beit": 0.65, "swin": 0.9}
 def recipe(params: dict, meta: dict) -> dict:
     """The preset over the paper recipe; layer decay defaults to the family's (ViT-B 0.65, Swin-B 0.9)."""
     p = dict(RECIPE, layer_decay=LAYER_DECAY[backbone_family(str(meta["arch"]))])
-    p.update(params)
+    p.update({k: v for k, v in params.items() if not (k == "layer_decay" and v is None)})  # None: the family's
     return p
 
 

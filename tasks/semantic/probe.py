@@ -213,7 +213,7 @@ def search(x: torch.Tensor, y: torch.Tensor, class_ids: np.ndarray, num_classes:
             progress(len(history) / trials, f"search {len(history)}/{trials} trials, best hold-out {best:.2f}")
     best = max(history, key=lambda h: h["holdout"])
     if not math.isfinite(best["holdout"]):
-        raise TaskFailed("every linear-probe trial diverged", "lower the lr range of the preset (lr_max)")
+        raise TaskFailed("every linear-probe trial diverged", "lower the upper end of the preset's lr_range (--set lr_range=[0.1,10])")
     return {"lr": best["lr"], "wd": best["wd"], "holdout": best["holdout"], "trials": history}
 
 

@@ -3,8 +3,8 @@
 Real layout: root with the two files of the benchmark, cog_levels_mapping_file.pkl (a list of 5 lists of 1000
 wnids, L1..L5) and cog_concepts_split_file.pkl (dict wnid -> {'train': array of image paths, 'test': array of
 image paths}, 732-1300 train and 50 test per concept), the paths relative to the ImageNet-21K (fall 2011) image
-root, which holds <wnid>/<wnid>_<n>.JPEG. That image root defaults to root/imagenet21k; real users pass it
-(spec key ``imagenet21k_root``). Labels are the wnid's index in the sorted wnids of the level; per concept the
+root, which holds <wnid>/<wnid>_<n>.JPEG. The suite reads that image root at root/imagenet21k (make it a symlink to
+your copy); ``read_level`` also takes it as an argument. Labels are the wnid's index in the sorted wnids of the level; per concept the
 paths are sorted and a leading "/" is dropped, as naver/cog's CoGLevelDataset does.
 
 The pickles are user files from the internet: they are read with an unpickler that can only rebuild numpy arrays
@@ -121,7 +121,7 @@ def _split(wnids: list[str], split_file: dict, path: Path, images: _Listing, whi
     if missing > MAX_MISSING_FRACTION * len(rels):
         raise DataError(f"{name}: {missing} of {len(rels)} images listed in {path} are not under {images.base} "
                         f"(e.g. {next(r for r, p in zip(rels, present) if not p)})",
-                        "point imagenet21k_root at the ImageNet-21K image folder (<wnid>/<wnid>_<n>.JPEG)")
+                        f"make {images.base} (a symlink is fine) the ImageNet-21K image folder (<wnid>/<wnid>_<n>.JPEG)")
     if missing:
         log.warning("%s: skipping %d of %d images missing under %s", name, missing, len(rels), images.base)
     keep = [i for i, p in enumerate(present) if p]
@@ -137,7 +137,7 @@ def read_level(root: Path, level: int, imagenet21k: Path | None = None) -> tuple
     base = Path(imagenet21k) if imagenet21k is not None else root / "imagenet21k"
     if not base.is_dir():
         raise DataError(f"the ImageNet-21K image folder {base} does not exist",
-                        "set imagenet21k_root to the folder holding <wnid>/<wnid>_<n>.JPEG")
+                        f"create {base} as a symlink to the ImageNet-21K image folder (<wnid>/<wnid>_<n>.JPEG)")
     wnids = _level_wnids(root, level)
     path = common.require(root, SPLIT_FILE, LAYOUT)
     split_file = load_pickle(path)
