@@ -166,3 +166,13 @@ def test_corrupt_images_are_skipped_and_counted_until_the_threshold(dtd_copy, tm
                   "--work-dir", tmp_path / "wd2", "--db", tmp_path / "r2.db")
     assert out.returncode != 0
     assert "cannot be decoded" in out.stdout + out.stderr
+
+
+def test_finetune_under_two_process_ddp_with_gloo(tmp_path, tiny_vit_ckpt):
+    out = run_cli("run", "--ckpt", tiny_vit_ckpt, "--tasks", "k12_dtd", "--preset", "ci_finetune", "--nproc", "2",
+                  "--subset", "40", "--data", "mini", "--work-dir", tmp_path / "wd", "--db", tmp_path / "r.db",
+                  timeout=900)
+    assert out.returncode == 0, out.stdout + out.stderr
+    log = next((tmp_path / "wd").glob("*/k12_dtd/*/worker.log")).read_text()
+    assert "MMDistributedDataParallel" in log and "world size 2" in log
+    assert set(_results(tmp_path / "r.db").metric) == {"top1"}
