@@ -110,6 +110,28 @@ def build_parser() -> argparse.ArgumentParser:
     sk.add_argument("--results", type=Path, required=True, help="list of {image_id, category_id, keypoints, score}")
     sk.add_argument("--kind", choices=["coco", "crowdpose"], default="coco")
 
+    an = sub.add_parser("analyze", help="attention distance / entropy / head diversity, layer CKA and AvgDist "
+                                         "of checkpoints: CSVs, plots and report.md")
+    an.add_argument("--ckpt", dest="ckpts", type=Path, action="append", required=True, metavar="CKPT",
+                    help="canonical checkpoint of a ViT or Swin (repeatable; the first two are also compared by CKA)")
+    an.add_argument("--name", dest="names", action="append", metavar="NAME",
+                    help="label per --ckpt, in order (default: file name)")
+    src = an.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", type=Path, help="folder of .jpg/.png images (recursive, sorted; first --num-images)")
+    src.add_argument("--data", choices=["mini"], help="mini: real Fashion-MNIST test images, class-balanced")
+    an.add_argument("--num-images", type=int, default=128, help="images to analyse (default 128, as the ViT paper)")
+    an.add_argument("--batch-size", type=int, default=16)
+    an.add_argument("--device", default="cpu", help="cpu | cuda")
+    an.add_argument("--no-avgdist", dest="avgdist", action="store_false", help="skip the AvgDist grid")
+    an.add_argument("--out", type=Path, required=True, help="folder for the CSVs, PNGs and report.md")
+
+    ra = sub.add_parser("reproduce-analysis", help="the paper's MIM-vs-supervised analyses at CPU scale: a tiny ViT "
+                                                    "trained with SimMIM and supervised, analysed, findings checked")
+    ra.add_argument("--mini", action="store_true", required=True, help="the CPU-sized reproduction (the only one)")
+    ra.add_argument("--iters", type=int, default=1000, help="training iterations of each model (default 1000)")
+    ra.add_argument("--num-images", type=int, default=128, help="held-out images analysed (default 128)")
+    ra.add_argument("--out", type=Path, default=Path("results/analysis_mini"))
+
     nyu = sub.add_parser("convert-nyu", help="BTS-layout NYUv2 (split file + sync/ or official_splits/) -> mmseg layout")
     nyu.add_argument("--split-file", type=Path, required=True, help="e.g. nyudepthv2_train_files_with_gt.txt")
     nyu.add_argument("--data-path", type=Path, required=True, help="folder the split file's paths are relative to")
@@ -250,6 +272,24 @@ def cmd_convert_nyu(args) -> int:
     return 0
 
 
+def cmd_analyze(args) -> int:
+    from .analysis.run import analyze
+
+    report = analyze(args.ckpts, args.out, images=args.images, mini=args.data == "mini", num_images=args.num_images,
+                     batch_size=args.batch_size, device=args.device, names=args.names, avgdist=args.avgdist)
+    print(report)
+    return 0
+
+
+def cmd_reproduce_analysis(args) -> int:
+    from .analysis.reproduce import reproduce_mini
+
+    if args.iters < 1:
+        raise BenchmarkError(f"--iters must be >= 1, got {args.iters}", "e.g. --iters 1000")
+    print(reproduce_mini(args.out, iters=args.iters, num_images=args.num_images))
+    return 0
+
+
 def _require_db(path: Path) -> None:
     if not Path(path).exists():
         raise BenchmarkError(f"results DB not found: {path}", "run `benchmark run` first or pass --db FILE")
@@ -257,7 +297,8 @@ def _require_db(path: Path) -> None:
 
 COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard, "check": cmd_check,
             "convert": cmd_convert, "init": cmd_init, "inspect": cmd_inspect,
-            "score-keypoints": cmd_score_keypoints, "convert-nyu": cmd_convert_nyu}
+            "score-keypoints": cmd_score_keypoints, "convert-nyu": cmd_convert_nyu, "analyze": cmd_analyze,
+            "reproduce-analysis": cmd_reproduce_analysis}
 
 
 def _sigterm_as_interrupt(signum, frame):

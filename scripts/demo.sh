@@ -7,6 +7,8 @@
 #      one per reader family and metric; all 12 would add ~3 minutes, so DEMO_TASKS=...,k12 runs them), and the
 #      geometric tasks COCO pose, CrowdPose, NYUv2 depth and KITTI depth.
 #   4. CSV and Markdown leaderboards (with the paper's reported rows) in demo_out/.
+#   5. The Dark Secrets analyses (attention distance, entropy, head diversity, CKA, AvgDist) of the SimMIM ViT
+#      against the same ViT at random init, on 128 held-out Fashion-MNIST images: demo_out/analysis/report.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${DEMO_OUT:-demo_out}
@@ -31,6 +33,9 @@ done
 
 $B leaderboard --db "$OUT/results.db" --format csv --out "$OUT/leaderboard.csv"
 $B leaderboard --db "$OUT/results.db" --format md --out "$OUT/leaderboard.md" --reference
+$B analyze --ckpt "$OUT/vit_tiny_simmim.pth" --name simmim --ckpt "$OUT/vit_tiny_random.pth" --name random \
+  --data mini --num-images 128 --out "$OUT/analysis"
 echo
+echo "analysis report: $OUT/analysis/report.md"
 echo "pre-training figures: $OUT/pretrain_vit_tiny/loss_curve.png, $OUT/pretrain_vit_tiny/reconstruction.png"
 grep -v "(reported)" "$OUT/leaderboard.md"

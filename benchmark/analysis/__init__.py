@@ -1,0 +1,1 @@
+"""Analyses of the Dark Secrets of MIM paper."""
