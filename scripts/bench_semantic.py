@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench_pretrain import cpu_description, matmul_rate  # noqa: E402  (scripts/ is on sys.path when run as a script)
 from benchmark import checkpoint  # noqa: E402
 from tasks.classification import linear_probe as lp  # noqa: E402
 from tasks.semantic import probe  # noqa: E402
@@ -56,37 +56,6 @@ CONFIGS = {
 TEST_PER_CLASS = 10
 HOLDOUT = 0.2
 NOISE = 5.0
-
-
-def cpu_description() -> str:
-    name, flags = platform.processor() or "CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and name in ("CPU", platform.processor()):
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return (f"{name}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-            f"ISA: {'/'.join(isa) or 'unknown'}, torch CPU capability {torch.backends.cpu.get_cpu_capability()}")
-
-
-def matmul_rate(device: str) -> float:
-    """fp32 FLOP/s of a ViT-B-sized matmul (1576×768 · 768×3072) right now: shows how busy the machine is."""
-    a = torch.randn(1576, 768, device=device)
-    w = torch.randn(3072, 768, device=device)
-    for _ in range(3):
-        a @ w.t()
-    times = []
-    for _ in range(15):
-        _sync(device)
-        t = time.perf_counter()
-        a @ w.t()
-        _sync(device)
-        times.append(time.perf_counter() - t)
-    return 2 * 1576 * 768 * 3072 / sorted(times)[len(times) // 2]
 
 
 def busy_cpu_seconds() -> float | None:

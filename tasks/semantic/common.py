@@ -109,6 +109,17 @@ def require(root: Path, rel: str, layout: str, docs: str = "README.md, section '
     return path
 
 
+def lines(path: Path) -> list[str]:
+    """The non-empty, stripped lines of a listing file."""
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def check_class_dir(folder: Path, layout: str, fix: str) -> None:
+    """A class folder missing or empty means a partial extraction: fail now, not mid-training."""
+    if not folder.is_dir() or next(folder.iterdir(), None) is None:
+        raise DataError(f"class folder {folder} is missing or empty (expected layout: {layout})", fix)
+
+
 def check_classes(train: Split, test: Split) -> None:
     """Both splits must cover the same classes: a class without test images or training images is a broken split."""
     if train.multilabel:

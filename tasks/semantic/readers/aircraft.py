@@ -20,7 +20,7 @@ import numpy as np
 
 from benchmark.errors import DataError
 from tasks.semantic import mini_images
-from tasks.semantic.common import Split, check_classes, require
+from tasks.semantic.common import Split, check_classes, lines, require
 
 LAYOUT = ("fgvc-aircraft-2013b/data/{variants.txt, images_variant_trainval.txt, images_variant_test.txt, "
           "images/<id>.jpg}")
@@ -34,7 +34,7 @@ MINI_VARIANTS = ("707-320", "737-300", "A300B4", "ATR-72", "Cessna 172", "DC-3",
 def read(root: Path) -> tuple[Split, Split]:
     """(trainval, test) at the variant level; labels index data/variants.txt."""
     root = Path(root)
-    classes = _lines(require(root, f"{DATA}/variants.txt", LAYOUT))
+    classes = lines(require(root, f"{DATA}/variants.txt", LAYOUT))
     images = require(root, f"{DATA}/images", LAYOUT)
     train = _split(root, "trainval", classes, images, "k12_aircraft/train")
     test = _split(root, "test", classes, images, "k12_aircraft/test")
@@ -46,7 +46,7 @@ def _split(root: Path, which: str, classes: list[str], images: Path, name: str) 
     listing = require(root, f"{DATA}/images_variant_{which}.txt", LAYOUT)
     index = {name: i for i, name in enumerate(classes)}
     paths, labels = [], []
-    for n, line in enumerate(_lines(listing), 1):
+    for n, line in enumerate(lines(listing), 1):
         image_id, _, variant = line.partition(" ")
         if variant not in index:
             raise DataError(f"{listing}, line {n}: variant {variant!r} is not in variants.txt",
@@ -54,10 +54,6 @@ def _split(root: Path, which: str, classes: list[str], images: Path, name: str) 
         paths.append(images / f"{image_id}.jpg")
         labels.append(index[variant])
     return Split(classes, np.array(labels, np.int64), paths=paths, name=name)
-
-
-def _lines(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
 def make_mini(out: Path, seed: int) -> None:

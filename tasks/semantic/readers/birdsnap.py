@@ -26,7 +26,7 @@ import numpy as np
 
 from benchmark.errors import DataError
 from tasks.semantic import mini_images
-from tasks.semantic.common import Split, check_classes, require
+from tasks.semantic.common import Split, check_classes, lines, require
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def read(root: Path) -> tuple[Split, Split]:
                             "re-extract birdsnap.tgz (the metadata files do not match)")
         label_of[row["path"]] = index[row["species_id"]]
     test_txt = require(root, f"{BASE}/test_images.txt", LAYOUT)
-    test_paths = _lines(test_txt)[1:]  # first line is the header "path"
+    test_paths = lines(test_txt)[1:]  # first line is the header "path"
     unknown = [p for p in test_paths if p not in label_of]
     if unknown:
         raise DataError(f"{test_txt}: {len(unknown)} paths are not in images.txt (e.g. {unknown[0]})",
@@ -106,10 +106,6 @@ def _table(path: Path, columns: tuple[str, ...]) -> list[dict[str, str]]:
                                 "re-extract birdsnap.tgz")
             rows.append(dict(zip(header, values)))
     return rows
-
-
-def _lines(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
 def make_mini(out: Path, seed: int) -> None:

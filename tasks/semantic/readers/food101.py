@@ -21,7 +21,7 @@ import numpy as np
 
 from benchmark.errors import DataError
 from tasks.semantic import mini_images
-from tasks.semantic.common import Split, check_classes, require
+from tasks.semantic.common import Split, check_class_dir, check_classes, lines, require
 
 LAYOUT = "food-101/{meta/classes.txt, meta/train.txt, meta/test.txt, images/<class>/<id>.jpg}"
 BASE = "food-101"
@@ -32,9 +32,9 @@ MINI_CLASSES = 10
 def read(root: Path) -> tuple[Split, Split]:
     """(train, test) of the official split; labels index meta/classes.txt."""
     root = Path(root)
-    classes = _lines(require(root, f"{BASE}/meta/classes.txt", LAYOUT))
+    classes = lines(require(root, f"{BASE}/meta/classes.txt", LAYOUT))
     for name in classes:
-        _check_class_dir(root / BASE / "images" / name)
+        check_class_dir(root / BASE / "images" / name, LAYOUT, "re-extract food-101.tar.gz")
     train, test = (_split(root, which, classes) for which in ("train", "test"))
     check_classes(train, test)
     return train, test
@@ -44,7 +44,7 @@ def _split(root: Path, which: str, classes: list[str]) -> Split:
     listing = require(root, f"{BASE}/meta/{which}.txt", LAYOUT)
     index = {name: i for i, name in enumerate(classes)}
     paths, labels = [], []
-    for n, entry in enumerate(_lines(listing), 1):
+    for n, entry in enumerate(lines(listing), 1):
         name = entry.split("/")[0]
         if name not in index:
             raise DataError(f"{listing}, line {n}: class {name!r} is not in meta/classes.txt",
@@ -52,17 +52,6 @@ def _split(root: Path, which: str, classes: list[str]) -> Split:
         paths.append(root / BASE / "images" / f"{entry}.jpg")
         labels.append(index[name])
     return Split(classes, np.array(labels, np.int64), paths=paths, name=f"k12_food101/{which}")
-
-
-def _check_class_dir(folder: Path) -> None:
-    """A class folder missing or empty means a partial extraction: fail now, not mid-training."""
-    if not folder.is_dir() or next(folder.iterdir(), None) is None:
-        raise DataError(f"class folder {folder} is missing or empty (expected layout: {LAYOUT})",
-                        "re-extract food-101.tar.gz")
-
-
-def _lines(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
 def make_mini(out: Path, seed: int) -> None:

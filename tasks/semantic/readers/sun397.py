@@ -22,7 +22,7 @@ import numpy as np
 
 from benchmark.errors import DataError
 from tasks.semantic import mini_images
-from tasks.semantic.common import Split, check_classes, require
+from tasks.semantic.common import Split, check_class_dir, check_classes, lines, require
 
 LAYOUT = ("{SUN397/ClassName.txt, SUN397/<letter>/<class>/sun_<id>.jpg, Partitions/Training_01.txt, "
           "Partitions/Testing_01.txt} (Partitions/ inside SUN397/ also accepted)")
@@ -35,9 +35,9 @@ MINI_CLASSES = 10
 def read(root: Path) -> tuple[Split, Split]:
     """(train, test) of partition 01; labels index SUN397/ClassName.txt."""
     root = Path(root)
-    keys = _lines(require(root, f"{IMAGES}/ClassName.txt", LAYOUT))  # "/a/abbey"
+    keys = lines(require(root, f"{IMAGES}/ClassName.txt", LAYOUT))  # "/a/abbey"
     for key in keys:
-        _check_class_dir(root / IMAGES / key.lstrip("/"))
+        check_class_dir(root / IMAGES / key.lstrip("/"), LAYOUT, "re-extract SUN397.tar.gz")
     classes = [_class_name(key) for key in keys]
     parts = next((p for p in PARTITIONS if (root / p).is_dir()), PARTITIONS[0])
     train = _split(root, f"{parts}/Training_01.txt", classes, "train")
@@ -55,7 +55,7 @@ def _split(root: Path, rel: str, classes: list[str], which: str) -> Split:
     listing = require(root, rel, LAYOUT)
     index = {name: i for i, name in enumerate(classes)}
     paths, labels = [], []
-    for n, entry in enumerate(_lines(listing), 1):
+    for n, entry in enumerate(lines(listing), 1):
         name = _class_name(entry.rsplit("/", 1)[0])
         if name not in index:
             raise DataError(f"{listing}, line {n}: class {name!r} is not in {IMAGES}/ClassName.txt",
@@ -63,17 +63,6 @@ def _split(root: Path, rel: str, classes: list[str], which: str) -> Split:
         paths.append(root / IMAGES / entry.lstrip("/"))
         labels.append(index[name])
     return Split(classes, np.array(labels, np.int64), paths=paths, name=f"k12_sun397/{which}")
-
-
-def _check_class_dir(folder: Path) -> None:
-    """A class folder missing or empty means a partial extraction: fail now, not mid-training."""
-    if not folder.is_dir() or next(folder.iterdir(), None) is None:
-        raise DataError(f"class folder {folder} is missing or empty (expected layout: {LAYOUT})",
-                        "re-extract SUN397.tar.gz")
-
-
-def _lines(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
 def make_mini(out: Path, seed: int) -> None:
