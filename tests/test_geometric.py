@@ -175,3 +175,26 @@ def test_pose_mini_data_is_learnable_trained_backbone_beats_random(tmp_path, tin
     ap_trained = _metric(db, checkpoint.file_sha256(trained), "coco_pose", "ci+iters=100", "AP_gt")
     ap_random = _metric(db, sha, "coco_pose", "ci+iters=100", "AP_gt")
     assert ap_trained > ap_random + 1.0, (ap_trained, ap_random)
+
+
+def test_depth_mini_data_is_learnable_trained_backbone_beats_random(tmp_path, tiny_vit_ckpt):
+    """NYU mini: a backbone trained 3,000 iterations on it (exported) beats the same architecture at random init when
+    both get the same short fine-tuning (100 iterations, fresh decoder). The tiny ViT learns dense depth slowly:
+    at 300-1,000 training iterations the gain is within run-to-run noise (measured), at 3,000 it is clear
+    (measured over seeds 0-2: rmse 1.12 / 1.14 / 1.11 vs 1.29 / 1.36 / 1.26, d1 0.56 / 0.52 / 0.56 vs 0.40 / 0.39 / 0.44)."""
+    wd, db = tmp_path / "wd", tmp_path / "r.db"
+    base = ["run", "--tasks", "nyu_depth", "--data", "mini", "--work-dir", wd, "--db", db]
+    out = run_cli(*base, "--ckpt", tiny_vit_ckpt, "--set", "iters=3000", "--set", "lr=3e-3", "--set", "min_lr=1e-4",
+                  "--set", "export_backbone=true", timeout=1500)
+    assert out.returncode == 0, out.stdout + out.stderr
+    sha = checkpoint.file_sha256(tiny_vit_ckpt)
+    trained = next((wd / sha[:12] / "nyu_depth").glob("ci+export_backbone=True,*-seed0")) / "backbone_finetuned.pth"
+    for ckpt in (trained, tiny_vit_ckpt):
+        out = run_cli(*base, "--ckpt", ckpt, "--set", "iters=100", timeout=900)
+        assert out.returncode == 0, out.stdout + out.stderr
+    rmse = {name: _metric(db, checkpoint.file_sha256(c), "nyu_depth", "ci+iters=100", "rmse")
+            for name, c in (("trained", trained), ("random", tiny_vit_ckpt))}
+    d1 = {name: _metric(db, checkpoint.file_sha256(c), "nyu_depth", "ci+iters=100", "d1")
+          for name, c in (("trained", trained), ("random", tiny_vit_ckpt))}
+    assert rmse["trained"] < rmse["random"] - 0.06, rmse
+    assert d1["trained"] > d1["random"] + 0.05, d1
