@@ -4,7 +4,7 @@
 #   2. Random-init baselines: the same ViT, and a tiny Swin.
 #   3. The implemented tasks on generated mini data (preset ci) for each checkpoint: the Fashion-MNIST probe, the
 #      semantic tasks CoG L1-L5, iNat18 and five of the K12 datasets (CIFAR-10, VOC2007, DTD, Pets, Caltech-101:
-#      one per reader family and metric; all 12 would add ~3 minutes, so DEMO_TASKS=...,k12 runs them), and the
+#      one per reader family and metric; all 12 would add ~3 minutes: 21 runs at ~8 s, so DEMO_TASKS=...,k12 runs them), and the
 #      geometric tasks COCO pose, CrowdPose, NYUv2 depth and KITTI depth.
 #   4. CSV and Markdown leaderboards (with the paper's reported rows) in demo_out/.
 #   5. The Dark Secrets analyses (attention distance, entropy, head diversity, CKA, AvgDist) of the SimMIM ViT

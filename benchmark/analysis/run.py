@@ -58,27 +58,17 @@ class FolderImages:
     def batch(self, idx: list[int], size: int) -> torch.Tensor:
         from PIL import Image, UnidentifiedImageError
 
+        from tasks.classification.linear_probe import eval_transform
+
+        transform = eval_transform(size, crop_pct=1.0)  # short side to size (bicubic), centre crop, ImageNet stats
         out = []
         for i in idx:
             try:
                 with Image.open(self.files[i]) as im:
-                    out.append(_resize_crop(im.convert("RGB"), size))
+                    out.append(transform(im.convert("RGB")))
             except (OSError, UnidentifiedImageError) as exc:
                 raise DataError(f"cannot read image {self.files[i]}: {exc}", "remove or replace the file") from exc
-        return _normalize(torch.stack(out))
-
-
-def _resize_crop(im, size: int) -> torch.Tensor:
-    """Shorter side to ``size`` (bicubic), centre crop size × size -> float (3, size, size) in [0, 1]."""
-    from PIL import Image
-
-    w, h = im.size
-    s = size / min(w, h)
-    im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
-    w, h = im.size
-    left, top = (w - size) // 2, (h - size) // 2
-    im = im.crop((left, top, left + size, top + size))
-    return torch.from_numpy(np.asarray(im, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255)
+        return torch.stack(out)
 
 
 def _normalize(x: torch.Tensor) -> torch.Tensor:

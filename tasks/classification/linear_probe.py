@@ -57,17 +57,30 @@ def extract_features(model: nn.Module, images: np.ndarray, transform: Callable[[
     return torch.cat(out)
 
 
-def cached_features(cache_dir: Path, key: str, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
-    """Load features from ``cache_dir/key.pt`` or compute and store them atomically."""
+def cached_features(cache_dir: Path, key: str, compute: Callable[[], torch.Tensor | dict[str, torch.Tensor]]):
+    """Load ``compute()``'s tensor (or dict of tensors) from ``cache_dir/key.pt``, or compute and store it atomically.
+
+    Read back with ``weights_only=True``: a tampered cache file cannot run code."""
     path = Path(cache_dir) / f"{key}.pt"
     if path.exists():
         return torch.load(path, weights_only=True)
-    feats = compute().clone()  # a normal tensor, not an inference-mode one
+    out = compute()  # cloned below: normal tensors, not inference-mode ones
+    out = out.clone() if torch.is_tensor(out) else {k: v.clone() for k, v in out.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(feats, tmp)
+    torch.save(out, tmp)
     os.replace(tmp, path)
-    return feats
+    return out
+
+
+def eval_transform(size: int, crop_pct: float = 0.875) -> Callable:
+    """timm's eval transform: resize (short side size / crop_pct, bicubic), centre crop, ImageNet mean/std — the
+    normalisation of SimMIM pre-training and fine-tuning (timm's per-arch pretrained_cfg says 0.5/0.5 for ViTs and
+    describes timm's own weights, not the checkpoint's)."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+
+    return create_transform(int(size), is_training=False, crop_pct=crop_pct, interpolation="bicubic",
+                            mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -35,7 +35,7 @@ from benchmark.checkpoint import load_canonical
 from benchmark.errors import BenchmarkError, DataError
 from tasks import openmmlab as mm
 from tasks.base import RunContext
-from tasks.classification.linear_probe import pool_features
+from tasks.classification.linear_probe import eval_transform, pool_features
 
 from .common import CorruptCounter, CorruptImage, Split
 from .metrics import map11, mean_per_class_accuracy, top1
@@ -192,8 +192,7 @@ def transforms(p: dict, size: int) -> tuple[Any, Any]:
     common = dict(input_size=size, interpolation="bicubic", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
     train = create_transform(is_training=True, auto_augment=p["auto_augment"] or None, re_prob=float(p["reprob"]),
                              re_mode="pixel", re_count=1, **common)
-    test = create_transform(is_training=False, crop_pct=float(p["crop_pct"]), **common)
-    return train, test
+    return train, eval_transform(size, float(p["crop_pct"]))
 
 
 # ----------------------------------------------------------------------------------------------------------------
