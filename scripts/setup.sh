@@ -43,7 +43,7 @@ fi
 # --no-compile: byte-compiling torch's thousands of files costs more than the lazy compile on first import.
 PIP=("$VENV/bin/python" -m pip install -q --no-compile -c "$CONSTRAINTS")
 STACK=(torch torchvision timm mmengine mmdet mmsegmentation mmpose pycocotools xtcocotools pandas tabulate pyyaml
-       tqdm matplotlib pytest ftfy regex scikit-image scikit-learn optuna setuptools wheel ninja)
+       tqdm matplotlib pytest ftfy regex scikit-image scikit-learn optuna scipy setuptools wheel ninja)
 # xtcocotools' binary wheel breaks under numpy 2 ('dtype size changed'): always build it from source (pip caches
 # the built wheel, so this costs seconds after the first time).
 NO_BINARY=(--no-binary xtcocotools)
