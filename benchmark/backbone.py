@@ -22,59 +22,35 @@ the bottom/right to a multiple of 32 (and of the patch size) and the maps are cr
   the last stage uses timm's final norm, earlier requested stages get a new LayerNorm2d (as mmdet's Swin does).
   ``out_channels`` (optional) adds a 1×1 conv + LN projection per stage.
 
-Layer-wise lr decay: :func:`layer_decay_param_groups` and the mmengine constructor
-``LayerDecayOptimWrapperConstructor`` (ROOT ``OPTIM_WRAPPER_CONSTRUCTORS``) assign trunk layers with timm's
-``group_parameters`` and the model's own ``group_matcher`` / ``no_weight_decay``; lr scale = decay^(L+1-layer_id);
-every other parameter (pyramid, neck, heads) gets the base lr and the base weight decay.
+Layer-wise lr decay lives in :mod:`benchmark.layer_decay`; this module imports it, so importing
+``benchmark.backbone`` (to register MIMBackbone) also registers ``MIMLayerDecayOptimWrapperConstructor``.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from mmengine.model import BaseModule
-from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
-from mmengine.registry import MODELS, OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, OPTIMIZERS
+from mmengine.registry import MODELS
 from timm.layers import LayerNorm2d, resample_abs_pos_embed
 from timm.models import beit as _timm_beit
 from torch import nn
 from torch.utils.checkpoint import checkpoint as _grad_checkpoint
 
-from .checkpoint import load_backbone, load_canonical, load_weights
+from .checkpoint import build_model, load_backbone, load_canonical, load_weights
 from .errors import BenchmarkError, CheckpointError
+from .families import family
+from .layer_decay import TrunkHolder  # importing layer_decay registers MIMLayerDecayOptimWrapperConstructor
 
-__all__ = ["MIMBackbone", "LayerDecayOptimWrapperConstructor", "layer_decay_param_groups", "trunk_layer_ids",
-           "backbone_family", "PYRAMID_STRIDES", "native_level", "output_channels"]
+__all__ = ["MIMBackbone", "PYRAMID_STRIDES", "native_level", "output_channels"]
 
 PYRAMID_STRIDES = (4, 8, 16, 32)
 
-# timm module -> how the backbone is driven. Families outside this table are refused with a clear error.
-_PLAIN_DYNAMIC = ("vision_transformer", "deit", "eva")  # accept dynamic_img_size=True
-_PLAIN_BEIT = ("beit",)  # no dynamic_img_size in timm: pos-embed / rel-pos resampled here
-_HIERARCHICAL = ("swin_transformer", "swin_transformer_v2")  # accept strict_img_size=False
-
-
-def backbone_family(arch: str) -> str:
-    """'plain' (ViT/DeiT/EVA), 'beit' or 'swin' for a timm model name; CheckpointError for anything else."""
-    import timm
-    from timm.models import is_model_in_modules
-
-    if not timm.is_model(arch):
-        raise CheckpointError(f"unknown backbone arch '{arch}' in checkpoint meta",
-                              "use a timm model name (timm.list_models())")
-    if is_model_in_modules(arch, list(_PLAIN_DYNAMIC)):
-        return "plain"
-    if is_model_in_modules(arch, list(_PLAIN_BEIT)):
-        return "beit"
-    if is_model_in_modules(arch, list(_HIERARCHICAL)):
-        return "swin"
-    raise CheckpointError(
-        f"backbone arch '{arch}' is not supported by MIMBackbone",
-        "use a timm ViT / DeiT / EVA / BEiT (vit_*, deit*, eva*, beit*) or Swin / SwinV2 (swin*, swinv2*) model")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -167,7 +143,7 @@ def _pyramid_level(dim: int, patch: int, stride: int, out_channels: int) -> nn.S
 # ----------------------------------------------------------------------------------------------------------------
 
 @MODELS.register_module()
-class MIMBackbone(BaseModule):
+class MIMBackbone(BaseModule, TrunkHolder):
     """A canonical-checkpoint timm backbone as an OpenMMLab backbone (mmdet / mmseg / mmpose).
 
     Args:
@@ -204,7 +180,7 @@ class MIMBackbone(BaseModule):
         self.frozen = bool(frozen)
 
         meta = load_canonical(self.checkpoint).meta
-        self.family = backbone_family(str(meta.get("arch")))
+        self.family = family(str(meta.get("arch")))
         overrides: dict[str, Any] = {"drop_path_rate": float(drop_path_rate)}
         if self.family == "plain":
             overrides["dynamic_img_size"] = True
@@ -276,7 +252,7 @@ class MIMBackbone(BaseModule):
         for p in self.trunk.parameters():
             p.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "MIMBackbone":
+    def train(self, mode: bool = True) -> MIMBackbone:
         super().train(mode)
         if self.frozen:
             self.trunk.eval()
@@ -346,142 +322,11 @@ class MIMBackbone(BaseModule):
         return x.reshape(b, grid[0], grid[1], -1).permute(0, 3, 1, 2).contiguous()
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# layer-wise lr decay
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    while hasattr(model, "module") and isinstance(model.module, nn.Module):
-        model = model.module
-    return model
-
-
-def _trunks(model: nn.Module) -> list[nn.Module]:
-    found = [m.trunk for m in model.modules() if isinstance(m, MIMBackbone)]
-    if found:
-        return found
-    if hasattr(model, "group_matcher"):  # a bare timm model
-        return [model]
-    raise BenchmarkError(f"{type(model).__name__} holds no MIMBackbone and is not a timm model",
-                         "layer-wise lr decay needs a MIMBackbone (or timm model) to assign layers")
-
-
-_HEAD_SENTINEL = "__mim_head__"  # a name no group_matcher pattern matches: it marks the head layer
-
-
-class _NamesOnly:
-    """Duck-typed module for timm's ``group_parameters``: parameter names, with the head sentinel appended."""
-
-    def __init__(self, names: list[str]):
-        self._names = names
-
-    def named_parameters(self):
-        return ((n, None) for n in self._names)
-
-
-def trunk_layer_ids(trunk: nn.Module) -> tuple[dict[str, int], int]:
-    """(timm layer id per trunk parameter name, id of the head layer ``L + 1``).
-
-    Layer ids come from timm's ``group_parameters`` with the trunk's own ``group_matcher(coarse=False)``: 0 = stem
-    (patch embed, cls token, pos embed, shared rel-pos bias), 1..L = blocks (Swin: one id per block, a stage's
-    downsample shares the id of its first block), the final norm shares the last block's id (timm's rule). Names
-    no pattern matches (a timm classifier head) share the head id with everything outside the trunk.
-    """
-    from timm.models import group_parameters
-
-    names = [n for n, _ in trunk.named_parameters()]
-    layer_map = group_parameters(_NamesOnly(names + [_HEAD_SENTINEL]), trunk.group_matcher(coarse=False),
-                                 reverse=True)
-    head = layer_map.pop(_HEAD_SENTINEL)
-    return layer_map, head
-
-
-def layer_decay_param_groups(model: nn.Module, base_lr: float, weight_decay: float,
-                             layer_decay: float) -> list[dict[str, Any]]:
-    """Optimizer param groups with layer-wise lr decay (BEiT / MAE / SimMIM fine-tuning recipe).
-
-    Trunk parameters (of every MIMBackbone in ``model``, or of ``model`` itself when it is a timm model) get the layer
-    id of :func:`trunk_layer_ids` and ``lr = base_lr * layer_decay ** (L + 1 - layer_id)`` (stem: decay^(L+1), block
-    i (0-based): decay^(L-i)); weight decay 0 for 1-D params (norms, biases) and the trunk's ``no_weight_decay()``
-    names (pos_embed, cls_token, rel-pos tables; fnmatch patterns as timm's ``param_groups_layer_decay``),
-    ``weight_decay`` otherwise. Every other trainable parameter (pyramid, neck, heads) is in the head layer L+1: lr
-    ``base_lr`` and ``weight_decay``. Each group carries ``lr``, ``lr_scale`` and ``weight_decay``.
-
-    timm's own ``param_groups_layer_decay`` is not called directly: run on a trunk without its classifier it puts the
-    last block at scale 1 (its top layer is the last block, not the head), one decay step off this recipe. The layer
-    assignment and the no-weight-decay rule are timm's (``group_parameters`` + ``group_matcher``,
-    ``no_weight_decay()``, 1-D exclusion).
-    """
-    import fnmatch
-
-    model = _unwrap(model)
-    buckets: dict[tuple[int, float], list[nn.Parameter]] = {}
-    scales: dict[int, float] = {}
-    seen: set[int] = set()
-    for trunk in _trunks(model):
-        layer_map, head = trunk_layer_ids(trunk)
-        nwd = tuple(trunk.no_weight_decay()) if hasattr(trunk, "no_weight_decay") else ()
-        for name, p in trunk.named_parameters():
-            if not p.requires_grad or id(p) in seen:
-                continue
-            seen.add(id(p))
-            lid = layer_map.get(name, head)
-            no_decay = p.ndim <= 1 or any(fnmatch.fnmatch(name, pat) for pat in nwd)
-            # layers are counted from the top so trunks of different depth share the head layer
-            rank = head - lid
-            scales[rank] = float(layer_decay) ** rank
-            buckets.setdefault((rank, 0.0 if no_decay else float(weight_decay)), []).append(p)
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in seen]
-    groups = [{"params": params, "lr": base_lr * scales[rank], "lr_scale": scales[rank], "weight_decay": wd}
-              for (rank, wd), params in sorted(buckets.items(), key=lambda kv: -kv[0][0])]
-    if rest:
-        groups.append({"params": rest, "lr": base_lr, "lr_scale": 1.0, "weight_decay": float(weight_decay)})
-    return groups
-
-
-@OPTIM_WRAPPER_CONSTRUCTORS.register_module()
-class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
-    """mmengine optim-wrapper constructor for layer-wise lr decay.
-
-    ``optim_wrapper=dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05),
-    constructor='LayerDecayOptimWrapperConstructor', paramwise_cfg=dict(layer_decay_rate=0.65))``.
-    Groups as :func:`layer_decay_param_groups`; ``lr`` and ``weight_decay`` of the optimizer are the base values.
-    mmengine's LR schedulers scale each group's own ``lr``, so the per-layer ratios hold through the schedule.
-    """
-
-    def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: dict | None = None):
-        paramwise_cfg = dict(paramwise_cfg or {})
-        rate = paramwise_cfg.pop("layer_decay_rate", paramwise_cfg.pop("layer_decay", None))
-        if rate is None or not 0 < float(rate) <= 1:
-            raise BenchmarkError(f"paramwise_cfg.layer_decay_rate must be in (0, 1], got {rate}",
-                                 "e.g. paramwise_cfg=dict(layer_decay_rate=0.65)")
-        if paramwise_cfg:
-            raise BenchmarkError(f"LayerDecayOptimWrapperConstructor does not take {sorted(paramwise_cfg)}",
-                                 "paramwise_cfg takes only layer_decay_rate")
-        super().__init__(optim_wrapper_cfg, None)
-        self.layer_decay_rate = float(rate)
-
-    def __call__(self, model: nn.Module) -> OptimWrapper:
-        optim_wrapper_cfg = self.optim_wrapper_cfg.copy()
-        optim_wrapper_cfg.setdefault("type", "OptimWrapper")
-        optimizer_cfg = self.optimizer_cfg.copy()
-        if self.base_lr is None:
-            raise BenchmarkError("optimizer config has no lr", "set optim_wrapper.optimizer.lr")
-        optimizer_cfg["params"] = layer_decay_param_groups(
-            model, float(self.base_lr), float(self.base_wd or 0.0), self.layer_decay_rate)
-        optimizer = OPTIMIZERS.build(optimizer_cfg)
-        return OPTIM_WRAPPERS.build(optim_wrapper_cfg, default_args=dict(optimizer=optimizer))
-
-
-# mmpose registers its own 'LayerDecayOptimWrapperConstructor' (for mmpretrain ViTs); inside default_scope='mmpose'
-# that name resolves to mmpose's class, so task configs use this unambiguous alias.
-OPTIM_WRAPPER_CONSTRUCTORS.register_module(name="MIMLayerDecayOptimWrapperConstructor",
-                                           module=LayerDecayOptimWrapperConstructor)
-
 
 def native_level(meta: dict) -> int:
     """The pyramid level (stride 4 * 2**level) a dense head should read without pooling: Swin's stride-32 stage (as the
     paper's SwinV2 heads); a plain ViT's own patch stride (ViT-B/16: level 2), so small patches are never pooled."""
-    if backbone_family(str(meta.get("arch"))) == "swin":
+    if family(str(meta.get("arch"))) == "swin":
         return 3
     return min(3, max(0, int(math.log2(max(int(meta.get("patch_size", 16)), 4) // 4))))
 
@@ -489,11 +334,9 @@ def native_level(meta: dict) -> int:
 def output_channels(meta: dict, out_indices: Sequence[int]) -> list[int]:
     """Channels of ``MIMBackbone``'s outputs for a checkpoint with this ``meta``, without its weights (the trunk is
     built on the meta device): task heads need them in their config before the backbone exists."""
-    from .checkpoint import build_model
-
-    family = backbone_family(str(meta.get("arch")))
+    swin = family(str(meta.get("arch"))) == "swin"
     with torch.device("meta"):
-        trunk = build_model(meta, **({"strict_img_size": False} if family == "swin" else {}))
-    if family == "swin":
+        trunk = build_model(meta, **({"strict_img_size": False} if swin else {}))
+    if swin:
         return [int(trunk.feature_info[i]["num_chs"]) for i in out_indices]
     return [int(trunk.embed_dim)] * len(out_indices)

@@ -23,7 +23,6 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError
-from .files import publish
+from .files import atomic_path
 
 log = logging.getLogger("benchmark.checkpoint")
 
@@ -65,7 +64,7 @@ def read_checkpoint(path: str | os.PathLike, *, allowed_globals: tuple = (), for
                 "untrusted checkpoints are read with weights_only=True and their code is never run",
                 foreign_fix) from exc
         raise _unreadable(p, exc) from exc
-    except Exception as exc:  # noqa: BLE001 - torch raises many kinds (IndexError, RuntimeError, ...) on junk
+    except Exception as exc:
         raise _unreadable(p, exc) from exc
 
 
@@ -133,16 +132,9 @@ def model_geometry(model: nn.Module) -> tuple[int, int]:
 def save_canonical(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], meta: dict[str, Any]) -> Path:
     """Write atomically (temp file + rename) so an interrupted save never leaves half a checkpoint."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     clean = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save({"state_dict": clean, "meta": meta}, tmp)
-        publish(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

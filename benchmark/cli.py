@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from .errors import BenchmarkError
+from .reference import REFERENCE_CSV
 
 DEFAULT_DB = "results/benchmark.db"
-DEFAULT_REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference" / "paper.csv"
 
 
 def _seeds(text: str) -> list[int]:
@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("what", nargs="?", choices=["tasks", "suites"], default="tasks")
     ls.add_argument("--data-root", help="report whether each task's data is present under this folder")
 
+    pa = sub.add_parser("params", help="a task's parameters: type, default, each preset's value, meaning")
+    pa.add_argument("task")
+    pa.add_argument("--preset", help="only this preset (default: all of the task's presets)")
+
     run = sub.add_parser("run", help="run tasks on a checkpoint, store results")
     sel = run.add_mutually_exclusive_group(required=True)
     sel.add_argument("--suite", help="semantic | geometric | combined | demo | all")
@@ -52,14 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data", choices=["real", "mini"], default="real",
                      help="mini: generate small learnable data in the real layouts under the work dir")
     run.add_argument("--subset", type=int, default=0, help="deterministic subset of N samples per split (0: all)")
-    run.add_argument("--seed", dest="seeds", type=_seeds, action="extend", help="one or more seeds (default: the preset's `seeds` count, e.g. 0..4 for the linear probe; else 0)")
+    run.add_argument("--seed", dest="seeds", type=_seeds, action="extend",
+                     help="one or more seeds (default: the preset's `seeds` count, e.g. 0..4 for the linear probe; "
+                          "else 0)")
     run.add_argument("--preset", default="ci", help="paper | ci (default ci)")
     run.add_argument("--work-dir", type=Path, default=Path("work_dirs"))
     run.add_argument("--db", type=Path, default=Path(DEFAULT_DB))
     run.add_argument("--force", action="store_true", help="re-run results that already exist")
     run.add_argument("--device", default="cpu", help="cpu | cuda")
     run.add_argument("--set", dest="overrides", type=_kv, action="append", default=[], metavar="KEY=VALUE",
-                     help="override a preset parameter (repeatable), e.g. --set iters=300; stored as preset 'ci+iters=300'")
+                     help="override a preset parameter (repeatable), e.g. --set iters=300; stored as preset "
+                          "'ci+iters=300'")
     run.add_argument("--nproc", type=int, default=1,
                      help="processes per task: >1 runs each task under torchrun (DDP; gloo on CPU, nccl on GPUs)")
     run.add_argument("--launcher", choices=["none", "slurm"], default="none",
@@ -72,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--suite", help="only this suite's tasks")
     lb.add_argument("--format", choices=["csv", "md"], required=True)
     lb.add_argument("--out", type=Path, required=True)
-    lb.add_argument("--reference", nargs="?", const=str(DEFAULT_REFERENCE), default=None, metavar="CSV",
+    lb.add_argument("--reference", nargs="?", const=str(REFERENCE_CSV), default=None, metavar="CSV",
                     help="add the paper's reported numbers as marked rows (default file: results/reference/paper.csv)")
 
     ck = sub.add_parser("check", help="compare the newest results with a baseline leaderboard CSV")
@@ -105,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("inspect", help="print a canonical checkpoint's meta and coverage")
     info.add_argument("ckpt", type=Path)
 
-    sk = sub.add_parser("score-keypoints", help="score a COCO-format keypoint results JSON with the suite's metric code")
+    sk = sub.add_parser("score-keypoints",
+                        help="score a COCO-format keypoint results JSON with the suite's metric code")
     sk.add_argument("--ann", type=Path, required=True, help="ground-truth JSON (COCO person_keypoints / CrowdPose)")
     sk.add_argument("--results", type=Path, required=True, help="list of {image_id, category_id, keypoints, score}")
     sk.add_argument("--kind", choices=["coco", "crowdpose"], default="coco")
@@ -132,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     ra.add_argument("--num-images", type=int, default=128, help="held-out images analysed (default 128)")
     ra.add_argument("--out", type=Path, default=Path("results/analysis_mini"))
 
-    nyu = sub.add_parser("convert-nyu", help="BTS-layout NYUv2 (split file + sync/ or official_splits/) -> mmseg layout")
+    nyu = sub.add_parser("convert-nyu",
+                         help="BTS-layout NYUv2 (split file + sync/ or official_splits/) -> mmseg layout")
     nyu.add_argument("--split-file", type=Path, required=True, help="e.g. nyudepthv2_train_files_with_gt.txt")
     nyu.add_argument("--data-path", type=Path, required=True, help="folder the split file's paths are relative to")
     nyu.add_argument("--split", choices=["train", "test"], required=True)
@@ -166,6 +175,37 @@ def cmd_list(args) -> int:
     return 0
 
 
+def cmd_params(args) -> int:
+    """Every parameter ``--set`` accepts for a task, with its default and each preset's resolved value."""
+    from tasks.base import REQUIRED
+
+    from . import registry
+
+    spec = registry.get_task(args.task)
+    cls = registry.load_adapter(spec)
+    presets = [args.preset] if args.preset else list(spec.presets)
+    resolved = {name: cls.resolve_params(spec, name) for name in presets}
+    declared: dict = {}
+    for name in presets:  # a preset may switch what the adapter reads (the semantic tasks' protocol)
+        declared.update(cls.declared_params(spec.preset(name)))
+    width = max(len(k) for k in declared)
+    print(f"task {spec.name} ({cls.__module__}:{cls.__name__}); `benchmark run --set KEY=VALUE` overrides any of "
+          f"these")
+    print(f"{'parameter':<{width}}  {'type':<6}  {'default':<14}  " + "  ".join(f"{p:<14}" for p in presets)
+          + "  meaning")
+
+    def show(value) -> str:
+        text = "null" if value is None else str(value).replace(" ", "")
+        return text if len(text) <= 14 else text[:13] + "…"
+
+    for key, param in sorted(declared.items()):
+        default = "(required)" if param.default is REQUIRED else show(param.default)
+        cells = "  ".join(f"{show(resolved[p][key]) if key in resolved[p] else '-':<14}" for p in presets)
+        kind = param.type.__name__ + ("?" if param.nullable else "")
+        print(f"{key:<{width}}  {kind:<6}  {default:<14}  {cells}  {param.help}")
+    return 0
+
+
 def cmd_run(args) -> int:
     from . import registry, runner
 
@@ -190,11 +230,12 @@ def cmd_run(args) -> int:
 
 def cmd_leaderboard(args) -> int:
     from . import leaderboard, registry
+    from .reference import load_reference
     from .store import ResultStore
 
     _require_db(args.db)
     specs = registry.load_specs()
-    reference = leaderboard.load_reference(args.reference) if args.reference else None
+    reference = load_reference(args.reference) if args.reference else None
     table = leaderboard.build(ResultStore(args.db).results(), specs, suite=args.suite, reference=reference)
     (leaderboard.to_csv if args.format == "csv" else leaderboard.to_markdown)(table, args.out)
     print(f"wrote {args.out} ({len(table)} rows)")
@@ -206,7 +247,7 @@ def cmd_check(args) -> int:
 
     import yaml
 
-    from . import leaderboard, registry
+    from . import check, leaderboard, registry
     from .store import ResultStore
 
     _require_db(args.db)
@@ -218,8 +259,8 @@ def cmd_check(args) -> int:
         tolerances = json.loads(text) if args.tolerances.suffix == ".json" else yaml.safe_load(text)
     specs = registry.load_specs()
     current = leaderboard.build(ResultStore(args.db).results(), specs)
-    table, regressed = leaderboard.check(args.baseline, current, specs, tolerance=args.tolerance,
-                                         tolerances=tolerances)
+    table, regressed = check.compare(args.baseline, current, specs, tolerance=args.tolerance,
+                                     tolerances=tolerances)
     print(table.to_string(index=False))
     print("REGRESSION: at least one metric is worse than the baseline beyond tolerance" if regressed
           else "ok: no regression beyond tolerance")
@@ -273,7 +314,7 @@ def cmd_convert_nyu(args) -> int:
 
 
 def cmd_analyze(args) -> int:
-    from .analysis.run import analyze
+    from .analysis.report import analyze
 
     report = analyze(args.ckpts, args.out, images=args.images, mini=args.data == "mini", num_images=args.num_images,
                      batch_size=args.batch_size, device=args.device, names=args.names, avgdist=args.avgdist)
@@ -295,7 +336,7 @@ def _require_db(path: Path) -> None:
         raise BenchmarkError(f"results DB not found: {path}", "run `benchmark run` first or pass --db FILE")
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "leaderboard": cmd_leaderboard, "check": cmd_check,
+COMMANDS = {"list": cmd_list, "params": cmd_params, "run": cmd_run, "leaderboard": cmd_leaderboard, "check": cmd_check,
             "convert": cmd_convert, "init": cmd_init, "inspect": cmd_inspect,
             "score-keypoints": cmd_score_keypoints, "convert-nyu": cmd_convert_nyu, "analyze": cmd_analyze,
             "reproduce-analysis": cmd_reproduce_analysis}

@@ -43,6 +43,7 @@ from torch import nn
 from . import checkpoint as ckpt_mod
 from .checkpoint import Coverage
 from .errors import CheckpointError
+from .families import variant
 
 log = logging.getLogger("benchmark.convert")
 
@@ -71,7 +72,7 @@ class _ConfigStub:
 
     kind = ""
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Any:  # noqa: ARG003 - args of the pickled class are ignored
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         od: OrderedDict = OrderedDict()
         od.__dict__[_STUB_MARK] = cls.kind
         return od
@@ -206,13 +207,6 @@ def _check_arch(arch: str) -> None:
         ckpt_mod.build_model({"arch": arch})       # raises CheckpointError with "did you mean"
 
 
-def _family(arch: str) -> str:
-    for fam in ("swinv2", "swin", "beit", "vit"):
-        if arch.startswith(fam + "_") or arch == fam:
-            return fam
-    return ""
-
-
 def _tensor_dict(obj: Any) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
@@ -329,10 +323,7 @@ def _vit_heads(embed_dim: int, *, config_heads: int | None, table: torch.Tensor 
         return int(default)
     if cfg_text_heads:
         return int(cfg_text_heads)
-    if embed_dim in STANDARD_VIT_HEADS:
-        heads = STANDARD_VIT_HEADS[embed_dim]
-    else:
-        heads = max(1, embed_dim // 64)
+    heads = STANDARD_VIT_HEADS.get(embed_dim, max(1, embed_dim // 64))
     msg = (f"num_heads={heads} guessed from the width {embed_dim} (no config, no relative position table); "
            "pass --arch with a timm model of the right head count if this is wrong")
     log.warning(msg)
@@ -373,7 +364,7 @@ def _plan_vit_official(enc: dict[str, torch.Tensor], config: dict | None, *, arc
             notes.append("image size unknown (no config, no position tables); assumed 224")
     target_img = int(img_size or src_img)
 
-    family = _family(arch) if arch else ("vit" if not (has_rpb or has_shared or has_qv) and has_ape else "beit")
+    family = variant(arch) if arch else ("vit" if not (has_rpb or has_shared or has_qv) and has_ape else "beit")
     if family not in ("vit", "beit"):
         raise CheckpointError(f"--arch {arch} is not a ViT/BEiT model; a SimMIM ViT checkpoint converts to "
                               "beit_* or vit_*", "pass --arch beit_base_patch16_224 (or leave --arch out)")
@@ -477,7 +468,7 @@ def _plan_vit_mm(bb: dict[str, torch.Tensor], meta: Any, *, arch: str | None, im
     if any(k.endswith(("q_bias", "relative_position_bias_table", "gamma_1")) for k in bb):
         raise CheckpointError("BEiT-style mmpretrain ViT backbones (q/v bias, relative position bias) are not "
                               "supported yet", "convert the official checkpoint with --from simmim instead")
-    if arch and _family(arch) != "vit":
+    if arch and variant(arch) != "vit":
         raise CheckpointError(f"--arch {arch} is not a timm vit_* model; an mmpretrain ViT converts to vit_*",
                               "pass --arch vit_base_patch16_224 (or leave --arch out)")
     embed_dim, in_chans, patch = int(pe.shape[0]), int(pe.shape[1]), int(pe.shape[-1])
@@ -598,7 +589,7 @@ def _plan_swin(sd: dict[str, torch.Tensor], shape: _SwinShape, scfg: dict, *, sr
     """Shared by the official and mm Swin parsers: ``sd`` is already in official/timm block naming with the
     downsample layers at the END of each stage (``layers.i.downsample``, i < last) as timm's filter expects."""
     family = "swinv2" if shape.v2 else "swin"
-    if arch and _family(arch) != family:
+    if arch and variant(arch) != family:
         raise CheckpointError(f"--arch {arch} is not a timm {family}_* model, the checkpoint is a "
                               f"{'SwinV2' if shape.v2 else 'Swin'}", f"pass a {family}_* name or leave --arch out")
     if any(k.startswith("absolute_pos_embed") for k in sd):
@@ -813,7 +804,7 @@ def _plan_timm(obj: Any, *, src: str, arch: str | None, img_size: int | None, wi
     if img_size:
         kwargs["img_size"] = int(img_size)
     if window_size:
-        if _family(arch) not in ("swin", "swinv2"):
+        if variant(arch) not in ("swin", "swinv2"):
             raise CheckpointError("--window-size applies to Swin models only", "leave it out")
         kwargs["window_size"] = int(window_size)
     return _Plan(arch, kwargs, sd, method="unknown", dropped=dropped)

@@ -1,4 +1,4 @@
-"""Leaderboards (pandas, CSV, Markdown), the paper's reference rows, and the regression check.
+"""Leaderboards (pandas, CSV, Markdown) with the paper's reference rows.
 
 Table layout (:func:`build`)
     One row per (checkpoint, preset, subset). Identifying columns: ``checkpoint`` (label), ``sha256`` (first 12
@@ -24,37 +24,27 @@ Suite summary columns
     a rank and their mean-rank cell stays empty; a plain mean is shown for them when they are complete.
 
 Reference rows
-    ``results/reference/paper.csv`` holds the numbers the paper reports (long format: model, arch, method, task,
-    metric, value, unit, source). They become rows with kind 'reported', after the measured rows; they are the
-    paper's numbers, never scores of this suite, and the Markdown marks them with "(reported)" and a footnote.
+    ``results/reference/paper.csv`` holds the numbers the paper reports (read by :mod:`benchmark.reference`). They
+    become rows with kind 'reported', after the measured rows; they are the paper's numbers, never scores of this
+    suite, and the Markdown marks them with "(reported)" and a footnote.
 
-Regression check (:func:`check`)
-    Compares a committed leaderboard CSV with a freshly built table, metric by metric and direction-aware; see
-    its docstring.
+The regression check (``benchmark check``) compares a leaderboard CSV written here with a fresh table: see
+:mod:`benchmark.check`.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import re
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from .files import publish
 from .errors import BenchmarkError
+from .files import write_text_atomic
 from .registry import DIRECTIONS, PAPER_SUITES, Metric, TaskSpec, suites
 
 ID_COLUMNS = ["checkpoint", "sha256", "arch", "method", "kind", "preset", "subset", "seeds"]
-REFERENCE_CSV = Path(__file__).resolve().parent.parent / "results" / "reference" / "paper.csv"
-REFERENCE_COLUMNS = ["model", "arch", "method", "task", "metric", "value", "source"]
-COMPARISON_COLUMNS = ["checkpoint", "sha256", "preset", "subset", "column", "baseline", "current", "delta",
-                      "tolerance", "status", "matched_by"]
 RANK_SUFFIX = " mean rank ↓"
-_METRIC_RE = re.compile(r"^(?P<task>[^/]+)/(?P<metric>.+?)(?: (?P<arrow>[↑↓]))?$")
-_ARROW_TO_DIR = {v: k for k, v in DIRECTIONS.items()}
 
 
 # -- names and order ----------------------------------------------------------------------------------------------
@@ -84,7 +74,7 @@ def _metric_columns(specs: dict[str, TaskSpec], tasks: list[str]) -> list[tuple[
     return out
 
 
-def _summary_names(specs: dict[str, TaskSpec]) -> dict[str, str]:
+def summary_names(specs: dict[str, TaskSpec]) -> dict[str, str]:
     """Summary column name -> suite, for every suite of ``specs``."""
     names = {}
     for s, tasks in suites(specs).items():
@@ -99,7 +89,7 @@ def _summary_names(specs: dict[str, TaskSpec]) -> dict[str, str]:
 def build(results: pd.DataFrame | None, specs: dict[str, TaskSpec], suite: str | None = None,
           reference: pd.DataFrame | None = None) -> pd.DataFrame:
     """The leaderboard of ``results`` (ResultStore.results()), optionally one suite's tasks only ('all' = the three
-    paper suites), with the ``reference`` rows (load_reference()) appended as kind 'reported'."""
+    paper suites), with the ``reference`` rows (benchmark.reference.load_reference()) appended as kind 'reported'."""
     tasks = _selected_tasks(specs, suite)
     mcols = _metric_columns(specs, tasks)
     known = {(t, m.name): c for c, t, m in mcols}
@@ -177,7 +167,7 @@ def _suite_summaries(table: pd.DataFrame, specs: dict[str, TaskSpec],
                      tasks_in_table: set[str]) -> dict[str, tuple[str, pd.Series]]:
     out: dict[str, tuple[str, pd.Series]] = {}
     all_suites = suites(specs)
-    names = {s: n for n, s in _summary_names(specs).items()}
+    names = {s: n for n, s in summary_names(specs).items()}
     for s in _suite_order(specs):
         stasks = all_suites.get(s, [])
         if not any(t in tasks_in_table for t in stasks):
@@ -200,24 +190,9 @@ def _suite_summaries(table: pd.DataFrame, specs: dict[str, TaskSpec],
 
 
 # -- files --------------------------------------------------------------------------------------------------------
-def _atomic_write(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def to_csv(table: pd.DataFrame, path: str | Path) -> Path:
     """Write the table as UTF-8 CSV (full float precision, empty cells for missing values), atomically."""
-    return _atomic_write(path, table.to_csv(index=False, na_rep="", lineterminator="\n"))
+    return write_text_atomic(path, table.to_csv(index=False, na_rep="", lineterminator="\n"))
 
 
 def read_csv(path: str | Path) -> pd.DataFrame:
@@ -308,162 +283,5 @@ def _markdown_table(table: pd.DataFrame, cols: list[str], attrs: dict) -> tuple[
 def to_markdown(table: pd.DataFrame, path: str | Path, title: str | None = None) -> str:
     """Write the Markdown leaderboard atomically; returns its text."""
     text = render_markdown(table, title)
-    _atomic_write(path, text)
+    write_text_atomic(path, text)
     return text
-
-
-# -- reference rows -----------------------------------------------------------------------------------------------
-def load_reference(path: str | Path = REFERENCE_CSV) -> pd.DataFrame:
-    """The paper's reported numbers (long format: model, arch, method, task, metric, value, [unit,] source)."""
-    path = Path(path)
-    if not path.is_file():
-        raise BenchmarkError(f"reference file {path} not found", f"restore it from git ({REFERENCE_CSV.name})")
-    try:
-        ref = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise BenchmarkError(f"reference file {path} is not a readable CSV ({exc})", "restore it from git") from exc
-    missing = [c for c in REFERENCE_COLUMNS if c not in ref.columns]
-    if missing:
-        raise BenchmarkError(f"reference file {path} lacks columns {missing}",
-                             f"it needs: {', '.join(REFERENCE_COLUMNS)}")
-    try:
-        ref["value"] = ref["value"].astype("float64")
-    except ValueError as exc:
-        raise BenchmarkError(f"reference file {path} has a non-numeric value ({exc})", "fix the file") from exc
-    bad = ref[~ref["value"].map(math.isfinite)]
-    if len(bad):
-        raise BenchmarkError(f"reference file {path} has a non-finite value for {bad.iloc[0]['task']}",
-                             "fix the file")
-    return ref
-
-
-# -- regression check ---------------------------------------------------------------------------------------------
-def _parse_metric(col: str, specs: dict[str, TaskSpec], need_arrow: bool) -> tuple[str, Metric] | None:
-    m = _METRIC_RE.match(col)
-    if not m or m["task"] not in specs or (need_arrow and not m["arrow"]):
-        return None
-    try:
-        metric = specs[m["task"]].metric(m["metric"])
-    except KeyError:
-        return None
-    if m["arrow"] and _ARROW_TO_DIR[m["arrow"]] != metric.direction:
-        return None
-    return m["task"], metric
-
-
-def _metric_columns_of(columns, specs) -> tuple[dict[str, tuple[str, Metric]], list[str]]:
-    summary = _summary_names(specs)
-    metrics, unknown = {}, []
-    for c in columns:
-        if c in ID_COLUMNS or c in summary:
-            continue
-        parsed = _parse_metric(str(c), specs, need_arrow=True)
-        if parsed is None:
-            unknown.append(str(c))
-        else:
-            metrics[c] = parsed
-    return metrics, unknown
-
-
-def check(baseline_csv: str | Path, current: pd.DataFrame, specs: dict[str, TaskSpec], tolerance: float = 0.0,
-          tolerances: dict[str, float] | None = None) -> tuple[pd.DataFrame, bool]:
-    """Compare a leaderboard CSV written by :func:`to_csv` (the baseline) with the current table.
-
-    Rows are matched on (sha256, preset, subset); a baseline row whose sha256 is empty, absent, or found in no
-    current row is matched on (checkpoint, preset, subset) instead (``matched_by`` tells which). Reported rows are
-    skipped on both sides, and so are the suite summary columns (derived from the metric columns; a mean rank also
-    depends on the other rows). Every metric column with a baseline value is compared, direction-aware: a
-    REGRESSION is ``current < baseline - tol`` for ↑ and ``current > baseline + tol`` for ↓; 'improved' is the
-    mirror image; anything in between is 'ok'. ``tol`` is ``tolerances[column]`` (key with or without the arrow,
-    e.g. 'nyu_depth/rmse ↓' or 'nyu_depth/rmse'), else ``tolerance``. A baseline value with no current value
-    (metric or whole row absent) is 'missing': reported, but NOT a regression. Columns only in the current table
-    are ignored.
-
-    Returns (comparison table with COMPARISON_COLUMNS, whether any regression happened). Raises BenchmarkError
-    when the baseline file is missing, is not a leaderboard CSV, has columns that match no task/metric of
-    ``specs`` (or a tolerance key does not), or when no baseline row matches any current row.
-    """
-    path = Path(baseline_csv)
-    if not path.is_file():
-        raise BenchmarkError(f"baseline {path} not found",
-                             "pass a leaderboard CSV written by `benchmark leaderboard` (e.g. results/*.csv)")
-    try:
-        base = read_csv(path)
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise BenchmarkError(f"baseline {path} is not a leaderboard CSV ({exc})",
-                             "pass a CSV written by `benchmark leaderboard`") from exc
-    if "checkpoint" not in base.columns:
-        raise BenchmarkError(f"baseline {path} is not a leaderboard CSV (no 'checkpoint' column)",
-                             "pass a CSV written by `benchmark leaderboard`")
-    if tolerance < 0:
-        raise BenchmarkError(f"tolerance {tolerance} is negative", "pass a tolerance ≥ 0")
-    metrics, unknown = _metric_columns_of(base.columns, specs)
-    _, unknown_cur = _metric_columns_of(current.columns, specs)
-    unknown += [c for c in unknown_cur if c not in unknown]
-    if unknown:
-        raise BenchmarkError(f"unknown columns: {', '.join(unknown)}",
-                             "columns must be 'task/metric ↑|↓' of a registered task (see `benchmark list`); "
-                             "rebuild the baseline with the current specs")
-    tol_by_col: dict[str, float] = {}
-    bad_keys = []
-    for k, v in (tolerances or {}).items():
-        parsed = _parse_metric(str(k), specs, need_arrow=False)
-        if parsed is None:
-            bad_keys.append(str(k))
-            continue
-        if v < 0:
-            raise BenchmarkError(f"tolerance for {k} is negative ({v})", "pass tolerances ≥ 0")
-        tol_by_col[column_name(*parsed)] = float(v)
-    if bad_keys:
-        raise BenchmarkError(f"unknown tolerance keys: {', '.join(bad_keys)}",
-                             "use 'task/metric' of a registered task, e.g. 'nyu_depth/rmse'")
-
-    def measured(df: pd.DataFrame) -> pd.DataFrame:
-        return df[df["kind"] != "reported"] if "kind" in df.columns else df
-
-    base, cur = measured(base), measured(current)
-    extra = [c for c in ("preset", "subset") if c in base.columns and c in cur.columns]
-    rows: list[dict] = []
-    matched_any = False
-    for _, b in base.iterrows():
-        same = pd.Series(True, index=cur.index)
-        if "preset" in extra:
-            same &= cur["preset"].astype(str) == str(b["preset"])
-        if "subset" in extra:
-            same &= pd.to_numeric(cur["subset"], errors="coerce") == pd.to_numeric(b["subset"], errors="coerce")
-        sha = b.get("sha256")
-        sha = "" if sha is None or pd.isna(sha) else str(sha)
-        hit, by = cur.iloc[0:0], "sha256"
-        if sha and "sha256" in cur.columns:
-            hit = cur[same & (cur["sha256"].astype(str) == sha)]
-        if not len(hit):
-            hit, by = cur[same & (cur["checkpoint"].astype(str) == str(b["checkpoint"]))], "checkpoint"
-        matched_any |= bool(len(hit))
-        targets = [r for _, r in hit.iterrows()] or [None]
-        for r in targets:
-            for col, (_task, metric) in metrics.items():
-                bv = b[col]
-                if pd.isna(bv):
-                    continue
-                bv = float(bv)
-                cv = float(r[col]) if r is not None and col in r.index and not pd.isna(r[col]) else math.nan
-                tol = tol_by_col.get(col, float(tolerance))
-                eps = 1e-9 * max(1.0, abs(bv))
-                if math.isnan(cv):
-                    status = "missing"
-                else:
-                    worse = cv < bv - tol - eps if metric.direction == "up" else cv > bv + tol + eps
-                    better = cv > bv + tol + eps if metric.direction == "up" else cv < bv - tol - eps
-                    status = "REGRESSION" if worse else "improved" if better else "ok"
-                rows.append({"checkpoint": str(b["checkpoint"]),
-                             "sha256": str(r["sha256"]) if r is not None and "sha256" in r.index else sha,
-                             "preset": str(b["preset"]) if "preset" in b.index else "",
-                             "subset": int(b["subset"]) if "subset" in b.index else 0,
-                             "column": col, "baseline": bv, "current": cv, "delta": cv - bv, "tolerance": tol,
-                             "status": status, "matched_by": by if r is not None else ""})
-    if not matched_any:
-        raise BenchmarkError(f"no row of baseline {path} matches a current row",
-                             "rows match on sha256 (or checkpoint label) with the same preset and subset; "
-                             "run the baseline's checkpoints and preset first")
-    out = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
-    return out, bool((out["status"] == "REGRESSION").any())

@@ -84,7 +84,7 @@ class TaskSpec:
 
     @property
     def docs(self) -> str:
-        return self.dataset.get("docs", "README.md, section 'Datasets'")
+        return self.dataset.get("docs", "docs/datasets.md")
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -120,7 +120,8 @@ def _parse(path: Path) -> TaskSpec:
                 raise ValueError(f"metric {m.name}: direction must be up or down")
         return TaskSpec(name=raw["name"], suite=raw["suite"], description=raw.get("description", ""),
                         metrics=metrics, dataset=raw.get("dataset", {}), presets=raw.get("presets", {}),
-                        version=str(raw.get("version", 1)), order=int(raw.get("order", 10_000)), group=raw.get("group"), adapter=raw.get("adapter"),
+                        version=str(raw.get("version", 1)), order=int(raw.get("order", 10_000)),
+                        group=raw.get("group"), adapter=raw.get("adapter"),
                         source_file=str(path), raw=raw)
     except (KeyError, TypeError, ValueError) as exc:
         raise BenchmarkError(f"bad task spec {path}: {exc!r}", "fix the YAML (see tasks/specs/README.md)") from exc

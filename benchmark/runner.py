@@ -58,11 +58,13 @@ class RunOptions:
         return self.preset + "+" + ",".join(f"{k}={v}" for k, v in sorted(self.overrides.items()))
 
 
-def seeds_for(spec: TaskSpec, opts: RunOptions) -> list[int]:
-    """--seed wins; otherwise a preset may ask for several seeds (the linear probe's 5), else seed 0."""
+def seeds_for(spec: TaskSpec, opts: RunOptions, params: dict | None = None) -> list[int]:
+    """--seed wins; otherwise the parameters may ask for several seeds (the linear probe's 5), else seed 0."""
     if opts.seeds is not None:
         return list(opts.seeds)
-    return list(range(int(spec.presets.get(opts.preset, {}).get("seeds", 1))))
+    if params is None:
+        params = spec.presets.get(opts.preset, {})
+    return list(range(int(params.get("seeds", 1))))
 
 
 @dataclass
@@ -184,16 +186,12 @@ def worker_command(job: dict) -> list[str]:
     return [sys.executable, *worker]
 
 
-def check_overrides(spec: TaskSpec, preset: str, overrides: dict) -> None:
-    import difflib
+def check_overrides(spec: TaskSpec, preset: str, overrides: dict) -> dict:
+    """The run's parameters as the worker will resolve them: an unknown preset, an undeclared key or a value of the
+    wrong type is refused here, before anything runs (the adapter class is imported, nothing is built)."""
+    from . import registry
 
-    params = spec.preset(preset)
-    for key in overrides:
-        if key not in params:
-            close = difflib.get_close_matches(key, list(params), n=3)
-            raise BenchmarkError(f"--set {key}=...: task {spec.name}'s preset '{preset}' has no parameter '{key}'",
-                                 (f"did you mean {', '.join(close)}? " if close else "")
-                                 + f"its parameters: {', '.join(sorted(params))}")
+    return registry.load_adapter(spec).resolve_params(spec, preset, overrides)
 
 
 def _run_worker(job: dict, progress: Progress) -> tuple[int, str]:
@@ -251,6 +249,8 @@ def run(opts: RunOptions) -> list[Outcome]:
         if not torch.cuda.is_available():
             raise BenchmarkError("--device cuda was asked for but no CUDA device is visible", "use --device cpu")
     specs, skipped_unimplemented = _select(opts)
+    # every task's parameters (preset, --set keys and types) before any data, checkpoint or training
+    params = {spec.name: check_overrides(spec, opts.preset, opts.overrides) for spec in specs}
     _check_data(specs, opts)
     work_dir = ensure_writable(Path(opts.work_dir), "work dir")
     ensure_writable(Path(opts.db).parent, "db")
@@ -267,7 +267,7 @@ def run(opts: RunOptions) -> list[Outcome]:
     outcomes = [Outcome(name, -1, "skipped", "not implemented yet") for name in skipped_unimplemented]
     for name in skipped_unimplemented:
         print(f"skip {name}: not implemented yet", file=sys.stderr)
-    plan = [(spec, seed) for spec in specs for seed in seeds_for(spec, opts)]
+    plan = [(spec, seed) for spec in specs for seed in seeds_for(spec, opts, params[spec.name])]
     progress = Progress(len(plan))
     try:
         for spec, seed in plan:
@@ -276,7 +276,6 @@ def run(opts: RunOptions) -> list[Outcome]:
                 outcomes.append(Outcome(spec.name, seed, "skipped", "already done (--force re-runs)"))
                 progress.end(f"{spec.name} seed {seed}: skipped, already done (--force re-runs it)")
                 continue
-            check_overrides(spec, opts.preset, opts.overrides)  # unknown preset / key: one clear error first
             run_dir = work_dir / sha[:12] / spec.name / f"{_safe(opts.preset_label)}-subset{opts.subset}-seed{seed}"
             run_dir.mkdir(parents=True, exist_ok=True)
             job = {"task": spec.name, "ckpt": str(Path(opts.ckpt).resolve()), "ckpt_sha256": sha,

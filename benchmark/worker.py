@@ -16,6 +16,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from benchmark.files import write_json_atomic
+
 PROGRESS = "##progress"
 
 
@@ -27,13 +29,6 @@ def _progress(frac: float, msg: str = "") -> None:
     if _rank() != 0:
         return
     print(f"{PROGRESS} {max(0.0, min(1.0, frac)):.4f} {msg}".rstrip(), flush=True)
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
 
 
 def prepare_data(spec, adapter_cls, job: dict) -> Path:
@@ -73,12 +68,13 @@ def init_distributed(job: dict) -> None:
 
         init_dist(launcher, backend="nccl")
     else:
-        from pretrain.train import init_cpu_dist
+        from benchmark.distributed import init_cpu_dist
 
         init_cpu_dist(launcher, backend="gloo")
 
 
 def run_job(job: dict) -> dict:
+    """The whole contract of tasks/base.py, in order: data, parameters, run, finish, extra."""
     import torch
 
     from benchmark import data, registry
@@ -86,19 +82,19 @@ def run_job(job: dict) -> dict:
 
     spec = registry.get_task(job["task"])
     adapter_cls = registry.load_adapter(spec)
+    params = adapter_cls.resolve_params(spec, job["preset"], job.get("overrides", {}))
     root = prepare_data(spec, adapter_cls, job)
     init_distributed(job)
     torch.manual_seed(job["seed"])
-    params = {**spec.preset(job["preset"]), **job.get("overrides", {})}
     ctx = RunContext(spec=spec, ckpt=Path(job["ckpt"]), ckpt_sha256=job["ckpt_sha256"], data_root=root,
                      preset=job["preset"], params=params, seed=job["seed"],
                      subset=job["subset"], work_dir=Path(job["work_dir"]), cache_dir=Path(job["cache_dir"]),
                      device=job["device"], allow_partial=job["allow_partial"], progress=_progress)
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     adapter = adapter_cls(ctx)
-    metrics = adapter.run()
+    metrics = adapter.finish(adapter.run())
     _progress(1.0, "done")
-    return {"metrics": metrics, "extra": getattr(adapter, "extra", {}), "data_root": str(root),
+    return {"metrics": metrics, "extra": adapter.extra, "data_root": str(root),
             "data_fingerprint": data.fingerprint(spec, root)}
 
 
@@ -123,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: task {job['task']} crashed: {type(exc).__name__}: {first} (full log: {job['log']})",
               file=sys.stderr, flush=True)
         return 1
-    _write_json(Path(job["result_path"]), {**result, "job": job})
+    write_json_atomic(Path(job["result_path"]), {**result, "job": job})
     return 0
 
 

@@ -11,21 +11,22 @@ Resize(size) → CenterCrop(size).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 from mmengine.registry import DATASETS
 from torch.utils.data import Dataset
 
+from benchmark import fashion_mnist
 from benchmark.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+FASHION_MNIST_ROOT = str(fashion_mnist.DEBIAN_ROOT)
 
 
 def simmim_transform(img_size: int, augment: bool = True, scale=(0.67, 1.0), ratio=(3.0 / 4.0, 4.0 / 3.0),
@@ -177,16 +178,11 @@ class SimMIMFashionMNIST(Dataset):
     def __init__(self, root: str = FASHION_MNIST_ROOT, split: str = "train", img_size: int = 32,
                  augment: bool = True, limit: int = 0, scale: Sequence[float] = (0.67, 1.0),
                  ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0)):
-        from tasks.classification.fashion_mnist import FILES, load_split
-
         root_p = Path(root)
-        if split not in FILES:
+        if split not in fashion_mnist.FILES:
             raise DataError(f"Fashion-MNIST split must be 'train' or 'test', got {split!r}", "fix dataset.split")
-        missing = [f for f in FILES[split] if not (root_p / f).exists()]
-        if missing:
-            raise DataError(f"Fashion-MNIST {split} files not found in {root_p}: {', '.join(missing)}",
-                            "install them: apt-get install dataset-fashion-mnist (`make setup` does this)")
-        images, _ = load_split(root_p, split)
+        fashion_mnist.require(root_p, (split,))
+        images, _ = fashion_mnist.load_split(root_p, split)
         if limit:
             images = images[:int(limit)]
         self.images = np.ascontiguousarray(images)

@@ -1,5 +1,6 @@
-"""mmengine pieces of SimMIM pre-training: the model wrapper, optimizer constructor, LR schedule, hooks, and the
-checkpoint loader used for resuming.
+"""mmengine pieces of SimMIM pre-training: the model wrapper, optimizer constructor, LR schedule and hooks.
+
+Which checkpoints a resume may unpickle is decided in :mod:`benchmark.workdir`.
 
 Everything is registered in mmengine's ROOT registries (``MODELS``, ``OPTIM_WRAPPER_CONSTRUCTORS``,
 ``PARAM_SCHEDULERS``, ``HOOKS``) under names that start with ``SimMIM``.
@@ -10,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from mmengine.hooks import Hook
@@ -20,8 +21,7 @@ from mmengine.model import BaseModel, is_model_wrapper
 from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.optim.scheduler.lr_scheduler import LRSchedulerMixin
 from mmengine.optim.scheduler.param_scheduler import INF, _ParamScheduler
-from mmengine.registry import (HOOKS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, OPTIMIZERS,
-                               PARAM_SCHEDULERS)
+from mmengine.registry import HOOKS, MODELS, OPTIM_WRAPPER_CONSTRUCTORS, OPTIM_WRAPPERS, OPTIMIZERS, PARAM_SCHEDULERS
 
 from benchmark.errors import TaskFailed
 
@@ -239,40 +239,3 @@ def tune_cpu_malloc() -> bool:
         return bool(ok)
     except (OSError, AttributeError):
         return False
-
-
-# --------------------------------------------------------------------------------------------- resume loading
-_TRUSTED_DIRS: list[Path] = []
-
-
-def trust_work_dir(work_dir: str | os.PathLike) -> None:
-    """Let mmengine load this run's OWN checkpoints (inside ``work_dir``) with ``weights_only=False``.
-
-    torch ≥ 2.6 defaults to ``weights_only=True``, which refuses mmengine's checkpoints (they pickle a
-    HistoryBuffer and numpy objects), so ``resume`` fails. Files outside the trusted work dirs keep
-    ``weights_only=True``: checkpoints handed in by users are untrusted input.
-    """
-    from mmengine.runner.checkpoint import CheckpointLoader
-
-    d = Path(work_dir).expanduser().resolve()
-    if d not in _TRUSTED_DIRS:
-        _TRUSTED_DIRS.append(d)
-    CheckpointLoader.register_scheme(prefixes="", loader=_load_local, force=True)
-
-
-def _is_trusted(path: Path) -> bool:
-    p = path.resolve()
-    return any(p.is_relative_to(d) for d in _TRUSTED_DIRS)
-
-
-def _load_local(filename, map_location=None):
-    path = Path(os.path.expanduser(str(filename)))
-    if not path.is_file():
-        raise FileNotFoundError(f"{filename} can not be found.")
-    return torch.load(path, map_location=map_location, weights_only=not _is_trusted(path))
-
-
-def read_own_checkpoint_meta(path: str | os.PathLike) -> dict:
-    """The ``meta`` of one of this suite's own mmengine checkpoints (memory-mapped, tensors not read)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-    return dict(ckpt.get("meta") or {})

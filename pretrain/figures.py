@@ -7,14 +7,7 @@ from pathlib import Path
 
 import torch
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from benchmark.plotting import pyplot
 
 
 def read_loss_log(path: Path) -> tuple[list[int], list[float]]:
@@ -36,7 +29,7 @@ def loss_curve(log_path: Path, out: Path, title: str = "") -> Path | None:
     iters, losses = read_loss_log(log_path)
     if not iters:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
     ax.plot(iters, losses, lw=0.6, alpha=0.5, label="loss")
     w = max(1, len(losses) // 50)
@@ -75,7 +68,7 @@ def reconstruction_figure(simmim, images: torch.Tensor, out: Path, seed: int = 0
     masked = (denormalize(x) * (1 - m) + 0.5 * m).cpu()  # masked pixels grey
     recon = denormalize(rec.to(x.dtype) * m + x * (1 - m)).cpu()
     n = x.shape[0]
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5.0), dpi=120, squeeze=False)
     for j in range(n):
         for i, (row, name) in enumerate(((shown_in, "input"), (masked, "masked"), (recon, "reconstruction"))):

@@ -23,16 +23,21 @@ decoding the visible 40 %. ``forward(..., return_rec=True)`` decodes everything.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.checkpoint import make_meta, model_geometry, save_canonical
 from benchmark.errors import BenchmarkError
+from benchmark.families import family, variant
 
 from .mask import MaskGenerator, upsample_mask
 
+# the encoders whose forward SimMIM re-implements (benchmark.families variants; EVA's rotary embedding is not here)
+SUPPORTED_VARIANTS = ("vit", "beit", "swin", "swinv2")
 NO_DECAY_KEYWORDS = ("relative_position_bias_table", "pos_embed", "cls_token", "mask_token", "reg_token",
                      "dist_token", "cpb_mlp", "logit_scale", "relative_position_bias")
 
@@ -53,21 +58,6 @@ def simmim_loss(x: torch.Tensor, x_rec: torch.Tensor, mask: torch.Tensor, patch_
     m = upsample_mask(mask.to(x.dtype), patch_size)
     loss_recon = F.l1_loss(x, x_rec, reduction="none")
     return (loss_recon * m).sum() / (m.sum() + 1e-5) / x.shape[1]
-
-
-def encoder_family(model: nn.Module) -> str:
-    from timm.models.beit import Beit
-    from timm.models.swin_transformer import SwinTransformer
-    from timm.models.swin_transformer_v2 import SwinTransformerV2
-    from timm.models.vision_transformer import VisionTransformer
-
-    if isinstance(model, Beit):
-        return "beit"
-    if isinstance(model, VisionTransformer):
-        return "vit"
-    if isinstance(model, (SwinTransformer, SwinTransformerV2)):
-        return "swin"
-    return ""
 
 
 def create_encoder(arch: str, arch_kwargs: Mapping | None = None) -> nn.Module:
@@ -104,17 +94,15 @@ class SimMIM(nn.Module):
                  *, compile_encoder: bool | Mapping = False, masked_only_loss: bool = True,
                  grad_checkpointing: bool = False):
         super().__init__()
-        from benchmark.checkpoint import model_geometry
-
         self.arch = arch
         self.arch_kwargs = plain(dict(arch_kwargs or {}))
         self.arch_kwargs.pop("num_classes", None)
         self.encoder = create_encoder(arch, self.arch_kwargs)
-        self.family = encoder_family(self.encoder)
-        if not self.family:
+        if variant(arch) not in SUPPORTED_VARIANTS:
             raise BenchmarkError(f"SimMIM supports timm ViT, BEiT, Swin and SwinV2 encoders; '{arch}' is a "
                                  f"{type(self.encoder).__name__}", "pick a vit_*, beit_*, swin_* or swinv2_* model")
-        if self.family == "vit":
+        self.family = family(arch)  # 'plain' (a timm VisionTransformer) | 'beit' | 'swin' (Swin / SwinV2)
+        if self.family == "plain":
             pd = getattr(self.encoder.patch_drop, "prob", 0.0)
             if pd:
                 raise BenchmarkError(f"'{arch}' is built with patch_drop_rate={pd}: SimMIM needs every token",
@@ -156,7 +144,7 @@ class SimMIM(nn.Module):
         x = enc.patch_embed(images)
         if mask is not None:
             x = self._mask_tokens(x, mask)
-        if self.family == "vit":
+        if self.family == "plain":
             x = enc._pos_embed(x)
             x = enc.patch_drop(x)
             x = enc.norm_pre(x)
@@ -269,8 +257,6 @@ class SimMIM(nn.Module):
 
     def export(self, path, source: str = "") -> Any:
         """Write the encoder as the suite's canonical checkpoint (method 'simmim')."""
-        from benchmark.checkpoint import make_meta, save_canonical
-
         meta = make_meta(self.arch, self.arch_kwargs, method="simmim",
                          source=source or f"pretrain.simmim (mask {self.mask_patch}px, ratio {self.mask_ratio})")
         return save_canonical(path, self.encoder_state_dict(), meta)

@@ -9,17 +9,20 @@ The head is discarded; the trunk is written as a canonical checkpoint with metho
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark import fashion_mnist
 from benchmark.checkpoint import build_model, make_meta, save_canonical
 from benchmark.errors import TaskFailed
-from tasks.classification.linear_probe import pool_features
+from benchmark.features import pool_features
+
+from .data import FASHION_MNIST_ROOT, SimMIMFashionMNIST
 
 
 def train_supervised(arch: str, arch_kwargs: dict, out: Path, *, iters: int, batch_size: int, lr: float,
@@ -27,16 +30,13 @@ def train_supervised(arch: str, arch_kwargs: dict, out: Path, *, iters: int, bat
                      smoothing: float = 0.1, seed: int = 0,
                      log: Callable[[str], None] = print) -> Path:
     """Train ``arch`` on Fashion-MNIST train (first ``limit`` images, SimMIM's augmentation) and export the trunk."""
-    from pretrain.data import FASHION_MNIST_ROOT, SimMIMFashionMNIST
-    from tasks.classification.fashion_mnist import load_split
-
     torch.manual_seed(seed)
     meta = make_meta(arch, arch_kwargs, method="supervised",
                      source=f"pretrain.supervised (Fashion-MNIST, {iters} it, batch {batch_size})")
     model = build_model(meta)
     head = nn.Linear(model.num_features, 10)
     data = SimMIMFashionMNIST(split="train", img_size=int(meta["img_size"]), limit=limit)
-    labels = torch.from_numpy(load_split(Path(FASHION_MNIST_ROOT), "train")[1][:len(data)])
+    labels = torch.from_numpy(fashion_mnist.load_split(Path(FASHION_MNIST_ROOT), "train")[1][:len(data)])
     params = [{"params": [p for n, p in model.named_parameters() if p.ndim > 1], "weight_decay": weight_decay},
               {"params": [p for n, p in model.named_parameters() if p.ndim <= 1], "weight_decay": 0.0},
               {"params": head.parameters(), "weight_decay": weight_decay}]

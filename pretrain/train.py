@@ -22,10 +22,13 @@ import logging
 import math
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+from benchmark.distributed import init_cpu_dist
 from benchmark.errors import BenchmarkError, CheckpointError, TaskFailed
+from benchmark.workdir import read_own_checkpoint_meta, trust_work_dir
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 log = logging.getLogger("pretrain")
@@ -40,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--launcher", choices=["none", "pytorch", "slurm"], default="none",
                    help="none: one process; pytorch: under torchrun; slurm: under srun")
     p.add_argument("--resume", default="auto",
-                   help="auto (default): continue from the work dir's last checkpoint if there is one; none: start over")
+                   help="auto (default): continue from the work dir's last checkpoint if there is one; "
+                        "none: start over")
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default={}, metavar="KEY=VALUE",
                    help="override config entries, e.g. simmim.iters=100 train_dataloader.batch_size=32")
     p.add_argument("--out", type=Path, help="canonical backbone checkpoint (default <work-dir>/mim.pth)")
@@ -66,7 +70,7 @@ def load_config(args: argparse.Namespace):
     path = find_config(args.config)
     try:
         cfg = Config.fromfile(str(path))
-    except Exception as exc:  # noqa: BLE001 - syntax errors, missing _base_ files ...
+    except Exception as exc:
         raise BenchmarkError(f"cannot read config {path}: {str(exc).splitlines()[0][:200]}",
                              "fix the config file") from exc
     if args.cfg_options:
@@ -163,14 +167,12 @@ def check_resume_compatible(work_dir: Path, model_cfg) -> Path | None:
     """The work dir's last checkpoint, after checking it was made by the same model; None if there is none."""
     from mmengine.runner import find_latest_checkpoint
 
-    from .engine import read_own_checkpoint_meta
-
     latest = find_latest_checkpoint(str(work_dir))
     if not latest:
         return None
     try:
         meta = read_own_checkpoint_meta(latest)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise CheckpointError(f"cannot read the last checkpoint {latest} in {work_dir}: {str(exc)[:160]}",
                               "delete it (and the work dir's last_checkpoint file) or use --resume none") from exc
     have = meta.get("simmim")
@@ -206,28 +208,6 @@ def build_vis_images(cfg, train_dataset_cfg) -> Any:
     return torch.stack([ds[i]["inputs"] for i in idx])
 
 
-def init_cpu_dist(launcher: str, backend: str = "gloo", port: int | None = None, **kwargs: Any) -> None:
-    """Process group without GPUs (mmengine's ``init_dist`` always calls ``torch.cuda.set_device``)."""
-    import subprocess
-
-    import torch.distributed as dist
-
-    if backend != "gloo":
-        raise BenchmarkError(f"distributed backend '{backend}' needs GPUs, and none is visible",
-                             "set env_cfg.dist_cfg.backend=gloo for CPU training (--cfg-options "
-                             "env_cfg.dist_cfg.backend=gloo)")
-    if launcher == "slurm":
-        os.environ.setdefault("RANK", os.environ["SLURM_PROCID"])
-        os.environ.setdefault("WORLD_SIZE", os.environ["SLURM_NTASKS"])
-        os.environ.setdefault("LOCAL_RANK", os.environ.get("SLURM_LOCALID", "0"))
-        if "MASTER_ADDR" not in os.environ:
-            nodes = subprocess.run(["scontrol", "show", "hostname", os.environ["SLURM_NODELIST"]],
-                                   capture_output=True, text=True, check=True).stdout.split()
-            os.environ["MASTER_ADDR"] = nodes[0]
-        os.environ.setdefault("MASTER_PORT", str(port or 29500))
-    dist.init_process_group(backend="gloo", **kwargs)
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
     from mmengine.dist import barrier, get_dist_info, init_dist, is_distributed
@@ -248,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
     rank, world = get_dist_info()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     work_dir.mkdir(parents=True, exist_ok=True)
-    engine.trust_work_dir(work_dir)
+    trust_work_dir(work_dir)
     if device == "cpu" and cfg.simmim.get("cpu_malloc_tuning", True):
         engine.tune_cpu_malloc()
 

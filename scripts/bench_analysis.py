@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Time and memory of `benchmark analyze` (benchmark/analysis/run.py) for one ViT-B/16 at 224 px.
+"""Time and memory of `benchmark analyze` (benchmark/analysis/) for one ViT-B/16 at 224 px.
 
 Setup: a random canonical ``vit_base_patch16_224`` checkpoint (``benchmark.checkpoint.create_random``; speed and
 memory do not depend on the weights), 128 real Fashion-MNIST test images rendered at 224 px (``--data mini``), batch
@@ -43,7 +43,8 @@ def child(mode: str, ckpt: str, out: str, num_images: int, batch: int, device: s
     """Runs in a fresh process; prints one JSON line with its own wall time."""
     import torch
 
-    from benchmark.analysis.run import MiniImages, analyze, batches
+    from benchmark.analysis.compute import MiniImages, batches
+    from benchmark.analysis.report import analyze
     from benchmark.checkpoint import load_backbone
 
     t0 = time.perf_counter()

@@ -9,7 +9,8 @@
                   (as probe.extract does there), with 0 and with N DataLoader workers
      model only   the same forward on a batch that is already transformed and on the device: the ceiling the
                   pipeline can reach
-   One untimed warm-up batch first (on the CPU a small one); on CUDA ``torch.cuda.synchronize()`` around every timed region.
+   One untimed warm-up batch first (on the CPU a small one); on CUDA ``torch.cuda.synchronize()`` around every timed
+   region.
 2. The probe search: ``probe.search`` (Optuna TPE, trials trained ``parallel`` at a time as one batched model) on
    synthetic L2-normalised Gaussian-cluster features, then ``probe.fit_and_score`` (the retrain on all of train
    plus the test score). CUDA: the CoG / K12 ``linear`` preset at ImageNet scale, 1000 classes × 50 = 50,000 × 768
@@ -37,14 +38,16 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench_pretrain import cpu_description, matmul_rate  # noqa: E402  (scripts/ is on sys.path when run as a script)
+
 from benchmark import checkpoint  # noqa: E402
-from tasks.classification import linear_probe as lp  # noqa: E402
+from benchmark.features import pool_features  # noqa: E402
 from tasks.semantic import probe  # noqa: E402
 from tasks.semantic.common import Split  # noqa: E402
 
 ARCH = "vit_base_patch16_224"
 
-# (images, batch, warm-up images, workers...) for extraction; (classes, per class, dim, trials, parallel, epochs, batch) for the probe
+# (images, batch, warm-up images, workers...) for extraction;
+# (classes, per class, dim, trials, parallel, epochs, batch) for the probe
 CONFIGS = {
     "cuda": dict(images=4096, batch=256, warmup=256, workers=(0, min(8, os.cpu_count() or 1)), model_only_batches=8,
                  probe=dict(classes=1000, per_class=50, dim=768, trials=30, parallel=10, epochs=100, batch=1024)),
@@ -121,11 +124,11 @@ def bench_extraction(device: str, cfg: dict) -> list[dict]:
     x = torch.stack([tf(split.load(i)) for i in range(cfg["batch"])]).to(device)
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
     with torch.inference_mode(), amp:
-        lp.pool_features(model, x)  # warm-up
+        pool_features(model, x)  # warm-up
         _sync(device)
         t = time.perf_counter()
         for _ in range(cfg["model_only_batches"]):
-            lp.pool_features(model, x).float()
+            pool_features(model, x).float()
         _sync(device)
         dt = time.perf_counter() - t
     n = cfg["batch"] * cfg["model_only_batches"]
@@ -166,7 +169,7 @@ def bench_probe(device: str, cfg: dict) -> dict:
     out = probe.fit_and_score(x, y, xt, yt, c["classes"], lr=best["lr"], wd=best["wd"], metric="top1", **common)
     _sync(device)
     fit_s = time.perf_counter() - t
-    n_fit = len(x) - len(lp.stratified_split(y.cpu().numpy(), HOLDOUT, 0)[1])
+    n_fit = len(x) - len(probe.stratified_split(y.cpu().numpy(), HOLDOUT, 0)[1])
     steps = -(-n_fit // c["batch"]) * c["epochs"]
     print(f"[probe] search {search_s:.1f} s (best hold-out {best['holdout']:.2f} at lr {best['lr']:.3g}, wd "
           f"{best['wd']:.2g}); final fit + test {fit_s:.1f} s, test top-1 {out['top1']:.2f}", flush=True)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One idempotent set-up for both README commands: .venv (Python 3.11) with the pinned stack of shared/STACK.md,
+# One idempotent set-up for both README commands: .venv (Python 3.11) with the pinned, verified stack,
 # the project in editable mode, and the real Fashion-MNIST (Debian package). A stamp makes a repeat run a no-op;
 # the slow mmcv build (~11 min on 2 cores) is cached outside the checkout, in $MIMBENCH_CACHE.
 set -euo pipefail
@@ -43,7 +43,8 @@ fi
 # --no-compile: byte-compiling torch's thousands of files costs more than the lazy compile on first import.
 PIP=("$VENV/bin/python" -m pip install -q --no-compile -c "$CONSTRAINTS")
 STACK=(torch torchvision timm mmengine mmdet mmsegmentation mmpose pycocotools xtcocotools pandas tabulate pyyaml
-       tqdm matplotlib pytest ftfy regex scikit-image scikit-learn optuna scipy setuptools wheel ninja)
+       tqdm matplotlib pytest ruff import-linter ftfy regex scikit-image scikit-learn optuna scipy setuptools wheel
+       ninja)
 # xtcocotools' binary wheel breaks under numpy 2 ('dtype size changed'): always build it from source (pip caches
 # the built wheel, so this costs seconds after the first time).
 NO_BINARY=(--no-binary xtcocotools)

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# The README's test command (via `make test`) and CI's. pytest exit codes: 0 all passed; 1 failures;
-# 5 no test collected — that means a broken test tree here, so it fails too.
+# The README's test command (via `make test`) and CI's: lint (ruff), the import layers (import-linter, contracts in
+# pyproject.toml), then pytest. A lint or layer violation fails the script before any test runs.
+# pytest exit codes: 0 all passed; 1 failures; 5 no test collected — that means a broken test tree here, so it
+# fails too.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+.venv/bin/ruff check . || { echo "test: ruff found problems (see above)" >&2; exit 1; }
+.venv/bin/lint-imports || { echo "test: an import breaks the layer contracts of pyproject.toml (see above)" >&2; exit 1; }
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests
 rc=$?
 if [ "$rc" -eq 5 ]; then echo "test: pytest collected no tests" >&2; exit 1; fi

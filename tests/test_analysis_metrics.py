@@ -8,8 +8,17 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.analysis.metrics import (MinibatchCKA, attention_distance, attention_entropy, avg_dist,
-                                        avg_dist_grid, drop_prefix, grid_positions, head_diversity, linear_cka)
+from benchmark.analysis.metrics import (
+    MinibatchCKA,
+    attention_distance,
+    attention_entropy,
+    avg_dist,
+    avg_dist_grid,
+    drop_prefix,
+    grid_positions,
+    head_diversity,
+    linear_cka,
+)
 
 
 def _random_attn(b, h, n, seed=0):

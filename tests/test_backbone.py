@@ -1,20 +1,23 @@
-"""MIMBackbone (benchmark.backbone): shapes, weights, freezing, registries, layer-wise lr decay. Tiny CPU models."""
+"""MIMBackbone (benchmark.backbone) and layer-wise lr decay (benchmark.layer_decay): shapes, weights, freezing,
+registries. Tiny CPU models."""
 
 from __future__ import annotations
 
 import copy
 import math
 import pickle
+import subprocess
+import sys
 
 import pytest
 import torch
 from mmengine.model import BaseModule
 from torch import nn
 
-from benchmark.backbone import (LayerDecayOptimWrapperConstructor, MIMBackbone, layer_decay_param_groups,
-                                trunk_layer_ids)
+from benchmark.backbone import MIMBackbone
 from benchmark.checkpoint import create_random, load_canonical, save_canonical
 from benchmark.errors import BenchmarkError, CheckpointError
+from benchmark.layer_decay import LayerDecayOptimWrapperConstructor, layer_decay_param_groups, trunk_layer_ids
 
 VIT = "vit_base_patch16_224"
 BEIT = "beit_base_patch16_224"
@@ -236,6 +239,7 @@ def test_layer_decay_constructor_in_mmengine_root_registry(ckpts):
     from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 
     assert OPTIM_WRAPPER_CONSTRUCTORS.get("LayerDecayOptimWrapperConstructor") is LayerDecayOptimWrapperConstructor
+    assert OPTIM_WRAPPER_CONSTRUCTORS.get("MIMLayerDecayOptimWrapperConstructor") is LayerDecayOptimWrapperConstructor
     model = _Detector(ckpts["vit_p4"])
     wrapper = build_optim_wrapper(model, dict(
         optimizer=dict(type="AdamW", lr=2e-3, weight_decay=0.05),
@@ -248,6 +252,14 @@ def test_layer_decay_constructor_in_mmengine_root_registry(ckpts):
     with pytest.raises(BenchmarkError, match="layer_decay_rate"):
         build_optim_wrapper(model, dict(optimizer=dict(type="AdamW", lr=1e-3),
                                         constructor="LayerDecayOptimWrapperConstructor", paramwise_cfg={}))
+
+
+def test_importing_the_backbone_registers_the_layer_decay_constructor():
+    # task code imports benchmark.backbone for MIMBackbone only: the constructor must come with it
+    code = ("import benchmark.backbone; from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as R; "
+            "assert R.get('MIMLayerDecayOptimWrapperConstructor').__module__ == 'benchmark.layer_decay'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
 
 
 def test_layer_decay_on_bare_timm_model_puts_its_head_on_top():

@@ -93,7 +93,8 @@ def test_crashes_are_recorded_and_the_suite_goes_on(tmp_path, monkeypatch):
     out = run_cli("run", "--ckpt", ckpt, "--suite", "testing", "--data", "mini", "--work-dir", tmp_path / "wd",
                   "--db", db)
     assert out.returncode == 1
-    assert "failed: crashing_task seed 0: task crashing_task crashed: RuntimeError: boom inside the runner" in out.stdout
+    assert ("failed: crashing_task seed 0: task crashing_task crashed: RuntimeError: boom inside the runner"
+            in out.stdout)
     assert "failed: nan_task seed 0: task nan_task produced non-finite score" in out.stdout
     assert "failed: killed_task seed 0: killed by signal SIGKILL" in out.stdout
     with sqlite3.connect(db) as conn:
@@ -114,8 +115,10 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, tiny_vit_ckpt, case):
     base = ["run", "--tasks", "fashion_mnist_probe", "--work-dir", tmp_path / "wd", "--db", tmp_path / "r.db"]
     ckpt = tiny_vit_ckpt
     expect = {"missing_ckpt": "checkpoint not found", "not_a_ckpt": "is not a readable PyTorch checkpoint",
-              "unknown_arch": "unknown backbone arch 'vit_nonexistent'", "unknown_task": "did you mean fashion_mnist_probe",
-              "unknown_suite": "unknown suite 'semantics' — did you mean semantic", "missing_data": "task fashion_mnist_probe:",
+              "unknown_arch": "unknown backbone arch 'vit_nonexistent'",
+              "unknown_task": "did you mean fashion_mnist_probe",
+              "unknown_suite": "unknown suite 'semantics' — did you mean semantic",
+              "missing_data": "task fashion_mnist_probe:",
               "unwritable_work_dir": "work dir", "not_implemented": "not implemented yet: got10k",
               "partial": "does not fill the backbone"}[case]
     if case == "missing_ckpt":

@@ -24,6 +24,7 @@ from benchmark import convert as cv
 from benchmark.checkpoint import load_backbone, load_canonical
 from benchmark.errors import CheckpointError
 
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """Tiny models: intra-op threads only add overhead (and stall badly on a busy machine)."""

@@ -71,11 +71,11 @@ def test_nyu_files_dtypes_and_scale(nyu):
     for png in (nyu / "annotations/train").glob("*.png"):
         depth = cv2.imread(str(png), cv2.IMREAD_UNCHANGED)
         assert depth.dtype == np.uint16 and depth.shape == (60, 80)
-        assert 500 <= depth.min() and depth.max() <= 9900  # millimetres, dense, 0.5–9.9 m
+        assert depth.min() >= 500 and depth.max() <= 9900  # millimetres, dense, 0.5–9.9 m
     moto = cv2.imread(str(nyu / "annotations/test/motorcycle_00000.png"), cv2.IMREAD_UNCHANGED)
     valid = moto[moto > 0]
     assert moto.dtype == np.uint16 and moto.shape == (60, 80) and (moto == 0).any()
-    assert 1900 < valid.min() and valid.max() < 5200  # f·B / (d + doffs) for d in 7–60 px
+    assert valid.min() > 1900 and valid.max() < 5200  # f·B / (d + doffs) for d in 7–60 px
 
 
 def test_kitti_files_dtypes_scale_and_split_lines(kitti):
@@ -205,7 +205,7 @@ def test_nyu_pipeline_metres(parts, nyu):
                                               dict(type="LoadDepthAnnotation", depth_rescale_factor=1e-3),
                                               dict(type="PackSegInputs", meta_keys=parts.META_KEYS)])
     depth = ds[0]["data_samples"].gt_depth_map.data
-    assert tuple(depth.shape) == (1, 60, 80) and 0.5 <= float(depth.min()) and float(depth.max()) <= 9.9
+    assert tuple(depth.shape) == (1, 60, 80) and float(depth.min()) >= 0.5 and float(depth.max()) <= 9.9
 
 
 @pytest.mark.mm

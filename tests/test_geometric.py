@@ -181,7 +181,8 @@ def test_depth_mini_data_is_learnable_trained_backbone_beats_random(tmp_path, ti
     """NYU mini: a backbone trained 3,000 iterations on it (exported) beats the same architecture at random init when
     both get the same short fine-tuning (100 iterations, fresh decoder). The tiny ViT learns dense depth slowly:
     at 300-1,000 training iterations the gain is within run-to-run noise (measured), at 3,000 it is clear
-    (measured over seeds 0-2: rmse 1.12 / 1.14 / 1.11 vs 1.29 / 1.36 / 1.26, d1 0.56 / 0.52 / 0.56 vs 0.40 / 0.39 / 0.44)."""
+    (measured over seeds 0-2: rmse 1.12 / 1.14 / 1.11 vs 1.29 / 1.36 / 1.26, d1 0.56 / 0.52 / 0.56 vs
+    0.40 / 0.39 / 0.44)."""
     wd, db = tmp_path / "wd", tmp_path / "r.db"
     base = ["run", "--tasks", "nyu_depth", "--data", "mini", "--work-dir", wd, "--db", db]
     out = run_cli(*base, "--ckpt", tiny_vit_ckpt, "--set", "iters=3000", "--set", "lr=3e-3", "--set", "min_lr=1e-4",

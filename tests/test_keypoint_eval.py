@@ -16,7 +16,7 @@ from benchmark.errors import DataError
 from tasks.pose import mini
 from tasks.pose.keypoint_eval import dataset_sigmas, evaluate_keypoints, write_results
 
-# PROTOCOLS.md "Geometric tasks": the CrowdPose sigmas, written out independently of mmpose's meta file.
+# The CrowdPose sigmas (xtcocotools' keypoints_crowd), written out independently of mmpose's meta file.
 CROWDPOSE_SIGMAS = np.array([.079, .079, .072, .072, .062, .062, .107, .107, .087, .087, .089, .089, .079, .079])
 METRIC_NAMES = {"coco": ["AP", "AP50", "AP75", "AR"],
                 "crowdpose": ["AP", "AP50", "AP75", "AR", "AP_easy", "AP_medium", "AP_hard"]}

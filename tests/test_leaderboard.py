@@ -1,4 +1,5 @@
-"""Leaderboard tables, reference rows and the regression check, on small synthetic specs and the real ones."""
+"""Leaderboard tables (benchmark.leaderboard), reference rows (benchmark.reference) and the regression check
+(benchmark.check), on small synthetic specs and the real ones."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 import pandas as pd
 import pytest
 
+from benchmark import check, reference
 from benchmark import leaderboard as lb
 from benchmark.errors import BenchmarkError
 from benchmark.registry import Metric, TaskSpec, load_specs
@@ -48,7 +50,8 @@ def _geo(ckpt, ap, rmse, ao, preset="ci"):
 
 RESULTS = _results(
     [("A", "sa", "top1", s, v) for s, v in enumerate([79.0, 80.0, 81.0])]
-    + [("A", "sa", "top5", 0, 95.0), ("A", "sb", "acc", 0, 60.0), ("A", "gb", "d1", 0, 0.9), ("B", "sa", "top1", 0, 70.0)]
+    + [("A", "sa", "top5", 0, 95.0), ("A", "sb", "acc", 0, 60.0), ("A", "gb", "d1", 0, 0.9),
+       ("B", "sa", "top1", 0, 70.0)]
     + _geo("A", 70.0, 0.30, 60.0) + _geo("B", 75.0, 0.35, 50.0) + _geo("C", 72.0, 0.30, 55.0)
     + _geo("D", 10.0, 9.0, 1.0, preset="paper")  # alone in its preset: rank 1 there, no influence on 'ci'
     + _geo("E", 99.0, 0.01, None)  # incomplete geometric suite: no mean rank, no influence on the others
@@ -160,7 +163,7 @@ def test_markdown_content(table, tmp_path):
 # -- the committed reference file ---------------------------------------------------------------------------------
 def test_reference_file_matches_real_specs():
     specs = load_specs()
-    ref = lb.load_reference()
+    ref = reference.load_reference()
     for t, m in zip(ref["task"], ref["metric"]):
         assert t in specs, f"paper.csv names unknown task {t}"
         specs[t].metric(m)  # raises KeyError for an unknown metric
@@ -178,7 +181,7 @@ def test_reference_file_matches_real_specs():
     assert "(reported)" in lb.render_markdown(board)
 
 
-# -- check() ------------------------------------------------------------------------------------------------------
+# -- check.compare() ----------------------------------------------------------------------------------------------
 @pytest.fixture()
 def baseline(tmp_path, table):
     return lb.to_csv(table, tmp_path / "baseline.csv")
@@ -196,48 +199,48 @@ def _status(cmp, ckpt, col):
 
 
 def test_check_identical_is_clean(baseline, table):
-    cmp, regressed = lb.check(baseline, table, SPECS)
+    cmp, regressed = check.compare(baseline, table, SPECS)
     assert not regressed and set(cmp["status"]) == {"ok"}
-    assert list(cmp.columns) == lb.COMPARISON_COLUMNS
+    assert list(cmp.columns) == check.COMPARISON_COLUMNS
     assert "Paper-MIM" not in set(cmp["checkpoint"]), "reported rows are not checked"
     assert not cmp["column"].str.contains("mean").any(), "summary columns are not checked"
     assert set(cmp["matched_by"]) == {"sha256"}
 
 
 def test_check_detects_regressions_in_both_directions(baseline, table):
-    cmp, regressed = lb.check(baseline, _with(table, "ckpt-A", **{"ga/AP ↑": 69.0}), SPECS)
+    cmp, regressed = check.compare(baseline, _with(table, "ckpt-A", **{"ga/AP ↑": 69.0}), SPECS)
     assert regressed and _status(cmp, "ckpt-A", "ga/AP ↑") == "REGRESSION"
     assert cmp[cmp["column"] == "ga/AP ↑"]["delta"].iloc[0] == pytest.approx(-1.0)
-    cmp, regressed = lb.check(baseline, _with(table, "ckpt-B", **{"gb/rmse ↓": 0.36}), SPECS)
+    cmp, regressed = check.compare(baseline, _with(table, "ckpt-B", **{"gb/rmse ↓": 0.36}), SPECS)
     assert regressed and _status(cmp, "ckpt-B", "gb/rmse ↓") == "REGRESSION"
 
 
 def test_check_improvement_is_not_a_regression(baseline, table):
     cur = _with(table, "ckpt-A", **{"ga/AP ↑": 71.0, "gb/rmse ↓": 0.2})
-    cmp, regressed = lb.check(baseline, cur, SPECS)
+    cmp, regressed = check.compare(baseline, cur, SPECS)
     assert not regressed
     assert _status(cmp, "ckpt-A", "ga/AP ↑") == "improved" and _status(cmp, "ckpt-A", "gb/rmse ↓") == "improved"
 
 
 def test_check_tolerances(baseline, table):
     cur = _with(table, "ckpt-A", **{"ga/AP ↑": 69.5, "gb/rmse ↓": 0.32})
-    assert lb.check(baseline, cur, SPECS)[1]
-    cmp, regressed = lb.check(baseline, cur, SPECS, tolerance=1.0)
+    assert check.compare(baseline, cur, SPECS)[1]
+    cmp, regressed = check.compare(baseline, cur, SPECS, tolerance=1.0)
     assert not regressed and _status(cmp, "ckpt-A", "ga/AP ↑") == "ok"
     # per-column keys, with or without the arrow, override the global tolerance
-    cmp, regressed = lb.check(baseline, cur, SPECS, tolerance=1.0, tolerances={"gb/rmse": 0.01})
+    cmp, regressed = check.compare(baseline, cur, SPECS, tolerance=1.0, tolerances={"gb/rmse": 0.01})
     assert regressed and _status(cmp, "ckpt-A", "gb/rmse ↓") == "REGRESSION"
     assert _status(cmp, "ckpt-A", "ga/AP ↑") == "ok"
-    cmp, regressed = lb.check(baseline, cur, SPECS, tolerances={"ga/AP ↑": 0.5, "gb/rmse ↓": 0.05})
+    cmp, regressed = check.compare(baseline, cur, SPECS, tolerances={"ga/AP ↑": 0.5, "gb/rmse ↓": 0.05})
     assert not regressed
     with pytest.raises(BenchmarkError, match="unknown tolerance keys"):
-        lb.check(baseline, cur, SPECS, tolerances={"ga/nope": 1.0})
+        check.compare(baseline, cur, SPECS, tolerances={"ga/nope": 1.0})
 
 
 def test_check_missing_is_reported_not_failed(baseline, table):
     cur = _with(table, "ckpt-A", **{"sb/acc ↑": math.nan})
     cur = cur[cur["checkpoint"] != "ckpt-C"]
-    cmp, regressed = lb.check(baseline, cur, SPECS)
+    cmp, regressed = check.compare(baseline, cur, SPECS)
     assert not regressed
     assert _status(cmp, "ckpt-A", "sb/acc ↑") == "missing"
     assert set(cmp[cmp["checkpoint"] == "ckpt-C"]["status"]) == {"missing"}
@@ -247,25 +250,48 @@ def test_check_falls_back_to_checkpoint_label(tmp_path, table):
     base = table.copy()
     base["sha256"] = ""  # e.g. a hand-written baseline without hashes
     path = lb.to_csv(base, tmp_path / "nosha.csv")
-    cmp, regressed = lb.check(path, _with(table, "ckpt-B", **{"gc/AO ↑": 40.0}), SPECS)
+    cmp, regressed = check.compare(path, _with(table, "ckpt-B", **{"gc/AO ↑": 40.0}), SPECS)
     assert regressed and set(cmp["matched_by"]) == {"checkpoint"}
 
 
 def test_check_errors(tmp_path, baseline, table):
     with pytest.raises(BenchmarkError, match="not found"):
-        lb.check(tmp_path / "nope.csv", table, SPECS)
+        check.compare(tmp_path / "nope.csv", table, SPECS)
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     with pytest.raises(BenchmarkError, match="not a leaderboard CSV"):
-        lb.check(tmp_path / "other.csv", table, SPECS)
+        check.compare(tmp_path / "other.csv", table, SPECS)
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(BenchmarkError, match="not a leaderboard CSV"):
-        lb.check(tmp_path / "empty.csv", table, SPECS)
+        check.compare(tmp_path / "empty.csv", table, SPECS)
     odd = table.assign(**{"ga/bogus ↑": 1.0, "nosuch/AP ↑": 2.0, "gb/rmse ↑": 3.0})
     with pytest.raises(BenchmarkError, match=r"unknown columns: .*ga/bogus ↑.*nosuch/AP ↑.*gb/rmse ↑") as exc:
-        lb.check(lb.to_csv(odd, tmp_path / "odd.csv"), table, SPECS)
+        check.compare(lb.to_csv(odd, tmp_path / "odd.csv"), table, SPECS)
     assert "\n" not in str(exc.value)
     other = table.assign(sha256="f" * 12, checkpoint="someone-else")
     with pytest.raises(BenchmarkError, match="no row of baseline"):
-        lb.check(baseline, other, SPECS)
+        check.compare(baseline, other, SPECS)
     with pytest.raises(BenchmarkError, match="no row of baseline"):
-        lb.check(baseline, table.assign(preset="other"), SPECS)
+        check.compare(baseline, table.assign(preset="other"), SPECS)
+
+
+def test_reference_errors_are_one_line(tmp_path):
+    with pytest.raises(BenchmarkError, match="not found"):
+        reference.load_reference(tmp_path / "nope.csv")
+    (tmp_path / "cols.csv").write_text("model,task\nA,x\n")
+    with pytest.raises(BenchmarkError, match="lacks columns"):
+        reference.load_reference(tmp_path / "cols.csv")
+    head = ",".join(reference.REFERENCE_COLUMNS)
+    (tmp_path / "nan.csv").write_text(f"{head}\nA,a,m,sa,top1,abc,paper\n")
+    with pytest.raises(BenchmarkError, match="non-numeric"):
+        reference.load_reference(tmp_path / "nan.csv")
+    (tmp_path / "inf.csv").write_text(f"{head}\nA,a,m,sa,top1,inf,paper\n")
+    with pytest.raises(BenchmarkError, match="non-finite value for sa"):
+        reference.load_reference(tmp_path / "inf.csv")
+
+
+def test_cli_default_reference_is_the_one_path():
+    from benchmark import cli
+
+    action = next(a for p in cli.build_parser()._subparsers._group_actions for n, sp in p.choices.items()
+                  if n == "leaderboard" for a in sp._actions if a.dest == "reference")
+    assert action.const == str(reference.REFERENCE_CSV) and reference.REFERENCE_CSV.is_file()

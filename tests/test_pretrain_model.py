@@ -236,6 +236,7 @@ def test_lr_scaling_rule():
 
 @pytest.mark.parametrize("arch,kwargs,words", [
     ("resnet18", {}, "supports timm ViT"),
+    ("eva02_tiny_patch14_224", dict(img_size=28, depth=1), "supports timm ViT"),  # plain family, no SimMIM path
     ("vit_tinny_patch16_224", {}, "unknown timm architecture"),
     ("vit_tiny_patch16_224", dict(img_size=32, patch_size=4, depth=1, embed_dim=32, num_heads=1, bogus=1),
      "timm cannot build"),

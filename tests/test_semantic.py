@@ -51,7 +51,8 @@ def test_all_18_semantic_rows_run_on_mini_data_and_reach_the_leaderboard(suite_r
         assert set(res[res.task == task].metric) == declared, task
     assert res.value.between(0, 100).all()
     lb = wd / "lb.csv"
-    assert run_cli("leaderboard", "--db", wd / "r.db", "--format", "csv", "--suite", "semantic", "--out", lb).returncode == 0
+    board = run_cli("leaderboard", "--db", wd / "r.db", "--format", "csv", "--suite", "semantic", "--out", lb)
+    assert board.returncode == 0
     table = pd.read_csv(lb)
     measured = table[table["kind"] != "reported"]
     assert len(measured) == 1

@@ -16,7 +16,7 @@ from tasks.semantic.common import Split
 from tasks.semantic.metrics import map11
 
 PALETTE = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])  # class = dominant colour: survives crops / flips
-FAST = dict(iters=60, batch_size=32, lr=2e-2, warmup_iters=5, layer_decay=0.9, drop_path=0.0, mixup=0.0, cutmix=0.0,
+FAST = dict(iters=60, batch_size=32, lr=1.25e-3, warmup_iters=5, layer_decay=0.9, drop_path=0.0, mixup=0.0, cutmix=0.0,
             auto_augment=None, reprob=0.0, workers=0, test_batch_size=64)
 
 
@@ -59,40 +59,43 @@ SPEC = TaskSpec(name="colours", suite="semantic", description="tiny fine-tune", 
                 metrics=(Metric("top1", "up", primary=True),))
 
 
-def context(tmp_path: Path, ckpt: Path, **params) -> RunContext:
+def context(tmp_path: Path, ckpt: Path, *, drop: tuple[str, ...] = (), **params) -> RunContext:
+    """A run context with FAST over the fine-tune's declared defaults (``drop``: keys left at their default)."""
+    values = {k: v for k, v in dict(FAST, **params).items() if k not in drop}
     return RunContext(spec=SPEC, ckpt=ckpt, ckpt_sha256="", data_root=tmp_path, preset="test",
-                      params=dict(FAST, **params), seed=0, subset=0, work_dir=tmp_path / "work",
-                      cache_dir=tmp_path / "cache")
+                      params=ft.SemanticFinetune.complete(ft.SemanticFinetune.params, values), seed=0, subset=0,
+                      work_dir=tmp_path / "work", cache_dir=tmp_path / "cache")
 
 
-def test_recipe_defaults_follow_the_family_and_presets_win():
-    p = ft.recipe({"lr": 1e-3}, {"arch": "swin_base_patch4_window7_224"})
-    assert p["layer_decay"] == 0.9 and p["lr"] == 1e-3 and p["mixup"] == 0.8 and p["epochs"] == 100
-    assert ft.recipe({}, {"arch": "vit_base_patch16_224"})["layer_decay"] == 0.65
+def finetune(ctx: RunContext, train: Split, test: Split, metric: str) -> dict[str, float]:
+    return ft.SemanticFinetune(ctx, train, test, metric).run()
+
+
+def test_defaults_are_simmim_recipe_and_layer_decay_follows_the_family(tmp_path, tiny_vit_ckpt, tiny_swin_ckpt):
+    vit = ft.SemanticFinetune(context(tmp_path, tiny_vit_ckpt, drop=("layer_decay",)), single_label(8, 0),
+                              single_label(8, 1), "top1")
+    assert vit.p["layer_decay"] == 0.65 and vit.p["mixup"] == 0.8 and vit.p["epochs"] == 100
+    swin = ft.SemanticFinetune(context(tmp_path, tiny_swin_ckpt, drop=("layer_decay",)), single_label(8, 0),
+                               single_label(8, 1), "top1")
+    assert swin.p["layer_decay"] == 0.9
+    assert ft.SemanticFinetune.params["lr"].default == 2.5e-3  # 1.25e-3 per 512 images at batch 1024
 
 
 def test_batch_is_capped_by_the_training_set_and_even_when_mixing():
-    assert ft._per_gpu_batch({"batch_size": 64}, 1000, 1, mixing=False) == 64
-    assert ft._per_gpu_batch({"batch_size": 64}, 21, 1, mixing=True) == 20
+    assert ft.per_process_batch(64, 1000, 1, mixing=False) == 64
+    assert ft.per_process_batch(64, 21, 1, mixing=True) == 20
     with pytest.raises(DataError, match="cannot fill a batch"):
-        ft._per_gpu_batch({"batch_size": 64}, 1, 1, mixing=True)
-
-
-def test_schedule_warms_up_then_decays_to_min_lr_ratio():
-    warm, cos = ft._schedule(dict(ft.RECIPE, lr=1e-3, min_lr=1e-5, warmup_epochs=2), 100, 10)
-    assert (warm["type"], warm["end"]) == ("LinearLR", 20)
-    assert (cos["type"], cos["begin"], cos["end"], cos["T_max"]) == ("CosineAnnealingLR", 20, 100, 80)
-    assert cos["eta_min_ratio"] == pytest.approx(1e-2)
+        ft.per_process_batch(64, 1, 1, mixing=True)
 
 
 def test_easy_rule_is_learned_well_above_chance(tmp_path, tiny_vit_ckpt):
-    out = ft.finetune(context(tmp_path, tiny_vit_ckpt), single_label(128, 0), single_label(64, 1), "top1")
+    out = finetune(context(tmp_path, tiny_vit_ckpt), single_label(128, 0), single_label(64, 1), "top1")
     assert set(out) == {"top1"} and out["top1"] > 60  # chance is 25%
 
 
 def test_multilabel_map11_beats_random_scores(tmp_path, tiny_vit_ckpt):
     test = multi_label(64, 1)
-    out = ft.finetune(context(tmp_path, tiny_vit_ckpt), multi_label(128, 0), test, "map11")
+    out = finetune(context(tmp_path, tiny_vit_ckpt), multi_label(128, 0), test, "map11")
     rng = np.random.default_rng(0)
     chance = np.mean([map11(rng.random(test.labels.shape), test.labels)[0] for _ in range(20)])
     assert set(out) == {"map11"} and 0 <= out["map11"] <= 100 and out["map11"] > chance + 20
@@ -101,7 +104,7 @@ def test_multilabel_map11_beats_random_scores(tmp_path, tiny_vit_ckpt):
 def test_mean_per_class_acc_leaves_unreadable_test_images_out(tmp_path, tiny_vit_ckpt, caplog):
     test = on_disk(single_label(120, 1), tmp_path / "test", corrupt=1)
     with caplog.at_level(logging.WARNING):
-        out = ft.finetune(context(tmp_path, tiny_vit_ckpt, iters=30), single_label(64, 0), test,
+        out = finetune(context(tmp_path, tiny_vit_ckpt, iters=30), single_label(64, 0), test,
                           "mean_per_class_acc")
     assert set(out) == {"top1", "mean_per_class_acc"} and out["mean_per_class_acc"] > 40
     assert "1 of 120 test images could not be decoded" in caplog.text
@@ -122,16 +125,15 @@ def test_unreadable_training_image_is_replaced_counted_once_and_too_many_fail(tm
 
 
 def test_swin_pools_its_last_stage(tmp_path, tiny_swin_ckpt):
-    out = ft.finetune(context(tmp_path, tiny_swin_ckpt, iters=20), single_label(64, 0, size=64),
+    out = finetune(context(tmp_path, tiny_swin_ckpt, iters=20), single_label(64, 0, size=64),
                       single_label(32, 1, size=64), "top1")
     assert out["top1"] > 60
 
 
 def test_full_recipe_with_mixup_cutmix_randaugment_runs(tmp_path, tiny_vit_ckpt):
-    ctx = context(tmp_path, tiny_vit_ckpt, iters=4, batch_size=8)
-    for key in ("mixup", "cutmix", "auto_augment", "reprob", "drop_path", "layer_decay", "lr"):
-        ctx.params.pop(key)  # the paper recipe's values
-    train_tf, _ = ft.transforms(ft.recipe(ctx.params, {"arch": "vit_tiny_patch16_224"}), 32)
+    ctx = context(tmp_path, tiny_vit_ckpt, iters=4, batch_size=8,
+                  drop=("mixup", "cutmix", "auto_augment", "reprob", "drop_path", "layer_decay"))  # the recipe's
+    train_tf, _ = ft.transforms(ctx.params, 32)
     assert "RandAugment" in repr(train_tf) and "RandomErasing" in repr(train_tf)
-    out = ft.finetune(ctx, single_label(32, 0), single_label(16, 1), "top1")
+    out = finetune(ctx, single_label(32, 0), single_label(16, 1), "top1")
     assert 0 <= out["top1"] <= 100

@@ -1,6 +1,7 @@
-"""The semantic linear probe (tasks/semantic/probe.py): batched trials are independent and equal torch.optim.SGD,
-diverged trials score -inf, the Optuna search is deterministic and finds good parameters on separable features,
-the multi-label path masks difficult labels, and the feature cache / extraction survive round trips and bad files."""
+"""The linear probe (tasks/semantic/probe.py): batched trials are independent and equal torch.optim.SGD, diverged
+trials score -inf, the Optuna search is deterministic and finds good parameters on separable features, the grid
+option evaluates exactly its grid on the same hold-out, the multi-label path masks difficult labels, the subsets are
+stratified, and the feature cache / extraction survive round trips and bad files."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from benchmark import checkpoint
-from benchmark.errors import DataError, TaskFailed
+from benchmark.errors import BenchmarkError, DataError, TaskFailed
 from tasks.semantic import probe
 from tasks.semantic.common import Split
 from tasks.semantic.metrics import map11
@@ -144,6 +145,94 @@ def test_fit_and_score_raises_when_the_final_probe_diverges():
                             multilabel=False)
 
 
+# ---------------------------------------------------------------------------------------------- grid search
+
+def test_grid_search_evaluates_exactly_the_grid_on_the_shared_hold_out():
+    x, y = clusters(30, seed=2, spread=0.8)
+    lrs, wds = [0.3, 3.0, 30.0], [0.0, 1e-4]
+    kw = dict(epochs=6, batch_size=32, holdout=0.25, seed=4)
+    seen = []
+    best = probe.search(x, y, y.numpy(), 5, metric="top1", grid=(lrs, wds), parallel=4,
+                        progress=lambda f, m: seen.append((f, m)), **kw)
+    assert [(t["lr"], t["wd"]) for t in best["trials"]] == [(lr, wd) for lr in lrs for wd in wds]  # lr-major
+    assert [f for f, _ in seen] == [4 / 6, 1.0] and "grid points" in seen[-1][1]  # rounds of `parallel`
+    # every point scored as a lone model trained on the same fit split and scored on the same hold-out
+    fit, hold = probe.stratified_split(y.numpy(), kw["holdout"], kw["seed"])
+    for t in best["trials"]:
+        w, b = probe.train_batched(x[fit], y[fit], 5, torch.tensor([t["lr"]]), torch.tensor([t["wd"]]),
+                                   epochs=kw["epochs"], batch_size=kw["batch_size"], seed=kw["seed"])
+        assert t["holdout"] == pytest.approx(probe.score((x[hold] @ w[0] + b[0]).numpy(), y[hold].numpy(), "top1"))
+    first_best = next(t for t in best["trials"] if t["holdout"] == max(u["holdout"] for u in best["trials"]))
+    assert (best["lr"], best["wd"], best["holdout"]) == (first_best["lr"], first_best["wd"], first_best["holdout"])
+    whole = probe.search(x, y, y.numpy(), 5, metric="top1", grid=(lrs, wds), parallel=6, **kw)  # one round
+    assert [t["holdout"] for t in whole["trials"]] == pytest.approx([t["holdout"] for t in best["trials"]])
+
+
+def test_grid_search_with_a_diverging_point_picks_among_the_rest_and_fails_only_if_all_diverge():
+    x, y = clusters(20)
+    best = probe.search(x, y, y.numpy(), 5, metric="top1", grid=([1e6, 10.0], [1e-3]), parallel=2, epochs=8,
+                        batch_size=16, holdout=0.2, seed=0)
+    assert best["trials"][0]["holdout"] == -math.inf and best["lr"] == 10.0 and best["holdout"] > 90
+    with pytest.raises(TaskFailed, match="diverged") as info:
+        probe.search(x, y, y.numpy(), 5, metric="top1", grid=([1e6], [1e-3]), epochs=8, batch_size=16,
+                     holdout=0.2, seed=0)
+    assert "lrs" in info.value.fix
+
+
+def test_grid_search_refuses_bad_grids_and_trials_with_a_grid():
+    x, y = clusters(10)
+    kw = dict(metric="top1", epochs=1, batch_size=16, holdout=0.2, seed=0)
+    for grid in (([], [0.0]), ([1.0], []), ([-1.0], [0.0]), ([1.0], [-1e-4]), (["fast"], [0.0])):
+        with pytest.raises(BenchmarkError, match="grid"):
+            probe.search(x, y, y.numpy(), 5, grid=grid, **kw)
+    with pytest.raises(ValueError, match="not both"):
+        probe.search(x, y, y.numpy(), 5, grid=([1.0], [0.0]), trials=3, **kw)
+    with pytest.raises(ValueError, match="trials"):
+        probe.search(x, y, y.numpy(), 5, **kw)  # neither
+
+
+def test_grid_probe_separates_separable_classes_and_stays_near_chance_on_noise():
+    x, y = clusters(50, seed=5)
+    xt, yt = clusters(20, seed=5, noise_seed=7)
+    kw = dict(epochs=20, batch_size=64, seed=0, multilabel=False)
+    best = probe.search(x, y, y.numpy(), 5, metric="top1", grid=([1.0, 10.0], [0.0]), holdout=0.2, **kw)
+    good = probe.fit_and_score(x, y, xt, yt.numpy(), 5, lr=best["lr"], wd=best["wd"],
+                               metric="mean_per_class_accuracy", **kw)
+    assert set(good) == {"top1", "mean_per_class_accuracy"} and good["top1"] > 95
+    g = torch.Generator().manual_seed(1)
+    noise = probe.normalize(torch.randn(len(y), 32, generator=g))
+    noise_t = probe.normalize(torch.randn(100, 32, generator=g))
+    bad = probe.fit_and_score(noise, y, noise_t, yt.numpy(), 5, lr=1.0, wd=0.0, metric="top1", **kw)
+    assert bad["top1"] < 40  # chance is 20%
+
+
+def test_score_by_hand():
+    labels = np.array([0, 0, 0, 1])
+    logits = np.array([[1.0, 0], [1, 0], [0, 1], [0, 1]])  # class 0: 2/3 right, class 1: 1/1
+    assert probe.score(logits, labels, "top1") == pytest.approx(75.0)
+    assert probe.score(logits, labels, "mean_per_class_accuracy") == pytest.approx(100 * (2 / 3 + 1) / 2)
+
+
+# ---------------------------------------------------------------------------------------------- subsets
+
+def test_stratified_subset_is_deterministic_and_balanced():
+    labels = np.repeat(np.arange(10), [50, 60, 70, 80, 90, 100, 110, 120, 130, 140])
+    a, b = probe.stratified_subset(labels, 100), probe.stratified_subset(labels, 100)
+    assert np.array_equal(a, b) and len(a) == 100 and len(set(a)) == 100
+    assert np.bincount(labels[a]).tolist() == [10] * 10
+    assert len(probe.stratified_subset(labels, 0)) == len(labels)
+    assert not np.array_equal(probe.stratified_subset(labels, 100, seed=1), a)
+
+
+def test_stratified_split_holds_out_each_class():
+    labels = np.repeat(np.arange(4), 25)
+    train, hold = probe.stratified_split(labels, 0.2, seed=0)
+    assert not set(train) & set(hold) and len(train) + len(hold) == 100
+    assert np.bincount(labels[hold]).tolist() == [5, 5, 5, 5]
+    lone = np.array([0, 0, 0, 1])  # a class with one sample is never held out
+    assert 3 not in probe.stratified_split(lone, 0.5, seed=0)[1]
+
+
 # ---------------------------------------------------------------------------------------------- multi-label
 
 def test_multilabel_map11_beats_random_scores():
@@ -264,3 +353,18 @@ def test_extract_in_memory_split_through_the_cache(tmp_path, tiny_model):
     f1, k1, hit1 = probe.cached_extract(tmp_path, "mem", compute)
     f2, k2, hit2 = probe.cached_extract(tmp_path, "mem", compute)
     assert not hit1 and hit2 and k2.tolist() == list(range(5)) and torch.equal(f1, f2)
+
+
+def test_extract_features_of_arrays_does_not_depend_on_the_batching(tiny_model):
+    images = np.random.default_rng(2).integers(0, 255, (7, 28, 28), dtype=np.uint8)
+
+    def transform(batch):  # uint8 (B, 28, 28) -> (B, 3, 32, 32)
+        x = F.interpolate(batch.float().div(255).unsqueeze(1), size=(32, 32), mode="bilinear", align_corners=False)
+        return x.expand(-1, 3, -1, -1)
+
+    seen = []
+    feats = probe.extract_features(tiny_model, images, transform, batch_size=3, progress=seen.append)
+    assert feats.shape == (7, 64) and feats.dtype == torch.float32 and seen == [3 / 7, 6 / 7, 1.0]
+    torch.testing.assert_close(feats, probe.extract_features(tiny_model, images, transform, batch_size=7),
+                               rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(feats[0], feats[1])  # different images, different features

@@ -19,8 +19,8 @@ per-head statistics *inside the hook*, so at most one layer's map of one batch i
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 from torch import nn

@@ -7,7 +7,7 @@ attention (query rows, key columns) over spatial tokens only: strip CLS / regist
 exclude them exactly.
 
 All reductions run in float64; per-head results come back as float64 ``(B, H)`` tensors so the caller can average
-over images / layers as the protocol requires (``mean_n`` of the per-image values).
+over images / layers (``mean_n`` of the per-image values).
 
 References
 ----------
@@ -22,7 +22,7 @@ References
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -61,9 +61,9 @@ def _prepare(attn: Tensor, key_mask: Tensor | None) -> tuple[Tensor, Tensor | No
 def drop_prefix(attn: Tensor, n_prefix: int) -> Tensor:
     """Drop the first ``n_prefix`` (CLS / register) query rows and key columns and renormalise each row to sum 1.
 
-    ``A'_ij = A_{i+p, j+p} / Σ_k A_{i+p, k+p}`` for ``i, j ≥ 0`` (PROTOCOLS "Analyses": "drop the CLS row/column and
-    renormalize rows"). The row sums are taken in float64; the result keeps the input dtype, promoted to at least
-    float32.
+    ``A'_ij = A_{i+p, j+p} / Σ_k A_{i+p, k+p}`` for ``i, j ≥ 0``: the statistics are about spatial tokens only, so
+    the CLS row and column are dropped and the rows renormalised. The row sums are taken in float64; the result keeps
+    the input dtype, promoted to at least float32.
     """
     _check_attn(attn)
     if not isinstance(n_prefix, int) or isinstance(n_prefix, bool) or not 0 <= n_prefix < attn.shape[-1]:
@@ -117,7 +117,7 @@ def head_diversity(attn: Tensor, eps: float = 1e-6, key_mask: Tensor | None = No
     ``P_{h,i,j} = (A_{h,i,j} + eps) / Σ_k (A_{h,i,k} + eps)`` and ``KL(P‖Q) = Σ_j P_j log(P_j / Q_j)``.
 
     Dark Secrets Sec. 3.2 measures the "KL divergence between the attention distributions of different heads" and
-    reports it per head; the exact pairing is unverified (PROTOCOLS). The choice made here: each head is compared
+    reports it per head; the paper does not say which pairs it compares. The choice made here: each head is compared
     with every other head of the same layer, query by query, as the KL *from* that head (``KL(A_h ‖ A_g)``), and
     the divergences are averaged over the other heads and the queries. Smoothing keeps the KL finite where a head
     puts zero mass on keys another head attends to; the value therefore saturates near ``log(1/eps)`` for fully

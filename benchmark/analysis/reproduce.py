@@ -17,7 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.errors import BenchmarkError
+from pretrain.supervised import train_supervised
+
+from ..errors import BenchmarkError
+from .report import analyze
 
 # the architecture of pretrain/configs/simmim_vit_tiny_fmnist.py
 ARCH, ARCH_KWARGS = "vit_tiny_patch16_224", dict(img_size=32, patch_size=4, depth=4, embed_dim=64, num_heads=2)
@@ -75,9 +78,6 @@ def findings_markdown(rows: list[dict], iters: int) -> str:
 
 
 def reproduce_mini(out: Path, iters: int = 1000, num_images: int = 128, log=print) -> Path:
-    from benchmark.analysis.run import analyze
-    from pretrain.supervised import train_supervised
-
     out.mkdir(parents=True, exist_ok=True)
     mim, sup = out / "simmim.pth", out / "supervised.pth"
     if not mim.exists():

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import os.path as osp
 from collections import defaultdict
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -118,7 +118,7 @@ class KBCrop(BaseTransform):
         return f'{self.__class__.__name__}(crop_size={self.crop_size})'
 
 
-def crop_box(crop: Optional[str], full_h: int, full_w: int) -> tuple[int, int, int, int]:
+def crop_box(crop: str | None, full_h: int, full_w: int) -> tuple[int, int, int, int]:
     """(row0, row1, col0, col1) of an evaluation crop on the full frame."""
     if crop is None:
         return 0, full_h, 0, full_w
@@ -137,7 +137,7 @@ def crop_box(crop: Optional[str], full_h: int, full_w: int) -> tuple[int, int, i
     raise ValueError(f'unknown crop {crop!r}; use one of {CROPS}')
 
 
-def crop_mask(crop: Optional[str], shape: tuple[int, int], kb_crop: Optional[Sequence[int]] = None) -> np.ndarray:
+def crop_mask(crop: str | None, shape: tuple[int, int], kb_crop: Sequence[int] | None = None) -> np.ndarray:
     """Boolean mask over a GT of ``shape``: the crop, defined on the full frame, shifted by a KB crop if any."""
     h, w = shape
     top, left, full_h, full_w = kb_crop if kb_crop is not None else (0, 0, h, w)
@@ -160,7 +160,7 @@ class MIMDepthMetric(DepthMetric):
     """
 
     def __init__(self, min_depth_eval: float = 1e-3, max_depth_eval: float = float('inf'),
-                 crop: Optional[str] = None, collect_device: str = 'cpu', prefix: Optional[str] = None) -> None:
+                 crop: str | None = None, collect_device: str = 'cpu', prefix: str | None = None) -> None:
         if crop not in CROPS:
             raise ValueError(f'MIMDepthMetric: unknown crop {crop!r}; use one of {CROPS}')
         if not 0 < min_depth_eval < max_depth_eval:
@@ -175,7 +175,7 @@ class MIMDepthMetric(DepthMetric):
         for sample in data_samples:
             self.results.append(self.image_metrics(sample))
 
-    def image_metrics(self, sample: dict) -> Optional[dict]:
+    def image_metrics(self, sample: dict) -> dict | None:
         """The metrics of one data sample (a SegDataSample as dict), or None if it has no valid pixel."""
         pred = _tensor(sample['pred_depth_map']).squeeze().double().cpu()
         gt = _tensor(sample['gt_depth_map']).squeeze().double().cpu()

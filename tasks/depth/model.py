@@ -52,8 +52,10 @@ class MIMDepthHead(VPDDepthHead):
     width (the MIM depth code uses the Swin embed dim, i.e. the stage-4 width / 8)."""
 
     def __init__(self, in_channels: int, channels: int | None = None, max_depth: float = 10.0,
-                 num_deconv_filters: tuple[int, ...] = (32, 32, 32), loss_decode: dict = dict(type="SiLogLoss"),
-                 align_corners: bool = False, init_cfg=dict(type="TruncNormal", std=0.02, layer=["Conv2d", "Linear"])):
+                 num_deconv_filters: tuple[int, ...] = (32, 32, 32), loss_decode: dict | None = None,
+                 align_corners: bool = False, init_cfg: dict | None = None):
+        loss_decode = loss_decode or dict(type="SiLogLoss")
+        init_cfg = init_cfg or dict(type="TruncNormal", std=0.02, layer=["Conv2d", "Linear"])
         BaseModule.__init__(self, init_cfg=init_cfg)  # skip VPD's and BaseDecodeHead's layer set-up
         channels = int(channels or max(in_channels // 8, 32))
         self.in_channels = int(in_channels)

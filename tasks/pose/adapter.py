@@ -1,16 +1,16 @@
 """Top-down 2D human pose (COCO keypoints, CrowdPose) on mmpose 1.3.2 with the benchmarked backbone.
 
-Protocol (the paper's pose experiments follow SimpleBaseline / ViTPose; see shared PROTOCOLS.md):
+Protocol (SimpleBaseline / ViTPose, as the paper's pose experiments; docs/protocols.md):
 
 * model: mmpose ``TopdownPoseEstimator``; backbone ``MIMBackbone`` (plain ViT: the map at its patch stride, 16 for
-  ViT-B/16; Swin: its stride-32 stage); ``HeatmapHead`` with stride-2 deconvolutions up to stride 4 (2 for ViT-B/16 as
-  ViTPose, 3 for Swin as SimpleBaseline), 1×1 conv to K heatmaps; ``UDPHeatmap`` codec (input 256×192, heatmaps 64×48, σ 2); MSE loss with target
-  weights; flip test (heatmap averaging).
-* training: top-down crops of the ground-truth person boxes with mmpose's augmentation (flip, half body,
-  scale/rotation jitter), AdamW + layer-wise lr decay, drop path, warm-up + step decay (epochs 170 / 200 of 210).
+  ViT-B/16; Swin: its stride-32 stage); ``HeatmapHead`` with stride-2 deconvolutions up to stride 4 (2 for ViT-B/16
+  as ViTPose, 3 for Swin as SimpleBaseline), 1×1 conv to K heatmaps; ``UDPHeatmap`` codec (input 256×192, heatmaps
+  64×48, σ 2); MSE loss with target weights; flip test (heatmap averaging).
+* training (``TrainedTask``): top-down crops of the ground-truth person boxes with mmpose's augmentation (flip, half
+  body, scale/rotation jitter), AdamW + layer-wise lr decay, drop path, warm-up + step decay (epochs 170 / 200 of 210).
 * evaluation: mmpose ``CocoMetric`` (xtcocotools; CrowdPose with ``keypoints_crowd`` and ``use_area=False``), once on
-  the detected-person box file (the headline AP, AP50, AP75, AR; and AP easy/medium/hard for CrowdPose) and once on
-  the ground-truth boxes (``AP_gt``). The predictions are kept as COCO-format JSON files in the run's work dir.
+  the ground-truth boxes (``AP_gt``) and once on the detected-person box file (the headline AP, AP50, AP75, AR; and
+  AP easy/medium/hard for CrowdPose). The predictions are kept as COCO-format JSON files in the run's work dir.
 
 ``--subset N`` keeps the first N images (by id) of each split and writes matching annotation / box files into the
 work dir, so the metric sees exactly the evaluated images.
@@ -20,17 +20,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import ClassVar
 
 from benchmark.backbone import native_level, output_channels
-from benchmark.checkpoint import load_canonical
 from benchmark.errors import DataError
 from tasks import openmmlab as mm
-from tasks.base import TaskAdapter
+from tasks.base import Param
 
 from . import layout
 
 
-class _PoseAdapter(TaskAdapter):
+class _PoseAdapter(mm.TrainedTask):
+    scope = "mmpose"
+    train_share = 0.8
+    params: ClassVar[dict[str, Param]] = {
+        **mm.TrainedTask.params,
+        "schedule": Param("step", str, "lr schedule after the warm-up", choices=mm.SCHEDULES),
+        "test_batch_size": Param(32, int, "evaluation batch per process"),
+        "input_size": Param([256, 192], list, "crop (height, width) in pixels; a multiple of the backbone stride"),
+        "sigma": Param(2.0, float, "Gaussian sigma of the target heatmaps"),
+        "deconv_channels": Param(256, int, "width of the head's deconvolutions"),
+        "flip_test": Param(True, bool, "average the heatmaps of the image and its mirror"),
+    }
     # filled by subclasses
     dataset_type = ""
     metric_kind = ""  # 'coco' | 'crowdpose'
@@ -70,38 +81,6 @@ class _PoseAdapter(TaskAdapter):
             det_out.write_text(json.dumps(boxes))
         return str(ann_out), (str(det_out) if det_out else None)
 
-    # -- config ------------------------------------------------------------------------------------------------
-    def _codec(self) -> dict:
-        p = self.ctx.params
-        h, w = (int(v) for v in p["input_size"])  # (height, width) as the papers write 256x192
-        stride = 4
-        return dict(type="UDPHeatmap", input_size=(w, h), heatmap_size=(w // stride, h // stride),
-                    sigma=float(p.get("sigma", 2.0)))
-
-    def _model(self, codec: dict) -> dict:
-        p, ckpt = self.ctx.params, str(self.ctx.ckpt)
-        meta = load_canonical(ckpt).meta
-        # Swin: stride 32 + 3 deconvs (SimpleBaseline); ViT-B/16: stride 16 + 2 deconvs (ViTPose)
-        level = native_level(meta)
-        n_deconv = level
-        stride, (h, w) = 4 * 2 ** level, self.ctx.params["input_size"]
-        if h % stride or w % stride:
-            raise DataError(f"task {self.ctx.spec.name}: input_size {h}x{w} is not a multiple of this backbone's "
-                            f"stride {stride} (the heatmaps would not align)",
-                            f"use e.g. --set input_size=[{-(-h // stride) * stride},{-(-w // stride) * stride}]")
-        channels = output_channels(meta, (level,))[0]
-        width = int(p.get("deconv_channels", 256))
-        return dict(
-            type="TopdownPoseEstimator",
-            data_preprocessor=dict(type="PoseDataPreprocessor", mean=mm.IMAGENET_MEAN, std=mm.IMAGENET_STD,
-                                   bgr_to_rgb=True),
-            backbone=dict(type="MIMBackbone", checkpoint=ckpt, out_indices=(level,),
-                          drop_path_rate=float(p.get("drop_path", 0.0)), allow_partial=self.ctx.allow_partial),
-            head=dict(type="HeatmapHead", in_channels=channels, out_channels=self.num_keypoints,
-                      deconv_out_channels=(width,) * n_deconv, deconv_kernel_sizes=(4,) * n_deconv,
-                      loss=dict(type="KeypointMSELoss", use_target_weight=True), decoder=codec),
-            test_cfg=dict(flip_test=bool(p.get("flip_test", True)), flip_mode="heatmap", shift_heatmap=False))
-
     def _dataset(self, ann: str, img: str, pipeline: list, *, test: bool, bbox_file: str | None = None) -> dict:
         cfg = dict(type=self.dataset_type, data_root=str(self.ctx.data_root), data_mode="topdown", ann_file=ann,
                    data_prefix=dict(img=img), pipeline=pipeline, test_mode=test)
@@ -115,16 +94,16 @@ class _PoseAdapter(TaskAdapter):
             cfg.update(iou_type="keypoints_crowd", use_area=False, prefix="crowdpose")
         return cfg
 
-    # -- run ---------------------------------------------------------------------------------------------------
-    def run(self) -> dict[str, float]:
-        from mmengine.registry import init_default_scope
+    def _codec(self) -> dict:
+        h, w = (int(v) for v in self.p["input_size"])  # (height, width) as the papers write 256x192
+        stride = 4
+        return dict(type="UDPHeatmap", input_size=(w, h), heatmap_size=(w // stride, h // stride),
+                    sigma=float(self.p["sigma"]))
+
+    # -- the task-specific parts of TrainedTask ----------------------------------------------------------------
+    def datasets(self) -> mm.TaskData:
         from mmpose.registry import DATASETS
 
-        import benchmark.backbone  # noqa: F401 - registers MIMBackbone in mmengine's root registry
-
-        init_default_scope("mmpose")
-        ctx, p = self.ctx, self.ctx.params
-        device = mm.device_of(ctx.device)
         codec = self._codec()
         size = codec["input_size"]
         train_pipeline = [
@@ -134,57 +113,55 @@ class _PoseAdapter(TaskAdapter):
             dict(type="GenerateTarget", encoder=codec), dict(type="PackPoseInputs")]
         test_pipeline = [dict(type="LoadImage"), dict(type="GetBBoxCenterScale"),
                          dict(type="TopdownAffine", input_size=size, use_udp=True), dict(type="PackPoseInputs")]
-
         train_ann, _ = self._split_files(self.train_ann, None, "train")
         val_ann, det = self._split_files(self.val_ann, self.det_file, "val")
         train_set = DATASETS.build(self._dataset(train_ann, self.train_img, train_pipeline, test=False))
         if len(train_set) == 0:
-            raise DataError(f"task {ctx.spec.name}: no person with labelled keypoints in {train_ann}",
+            raise DataError(f"task {self.ctx.spec.name}: no person with labelled keypoints in {train_ann}",
                             "check the annotation file (num_keypoints > 0 needed for training)")
-        world = mm.world_size()
-        total_batch = int(p["batch_size"])
-        per_gpu = max(1, total_batch // world)
-        max_iters, per_epoch = mm.iterations(p, len(train_set), per_gpu * world)
-        steps = [int(round(e * per_epoch)) for e in p.get("milestones_epochs", [])]
-        if p.get("iters"):  # a short schedule keeps the same shape: decay at 170/210 and 200/210 of it
-            steps = [int(max_iters * f) for f in p.get("milestones_frac", [])]
-        sched = mm.warmup(p, max_iters) + ([dict(type="MultiStepLR", by_epoch=False, milestones=steps, gamma=0.1,
-                                                 begin=0, end=max_iters)] if steps else [])
-        lr_scaled = dict(p, lr=float(p["lr"]) * per_gpu * world / total_batch)
+        work = self.ctx.work_dir
+        return mm.TaskData(
+            train=train_set,
+            evaluations=[
+                mm.Evaluation("gt_boxes", self._dataset(val_ann, self.val_img, test_pipeline, test=True),
+                              self._metric(val_ann, "gtbox")),
+                mm.Evaluation("detected_boxes", self._dataset(val_ann, self.val_img, test_pipeline, test=True,
+                                                              bbox_file=det), self._metric(val_ann, "detbox"))],
+            summary=f"{len(train_set)} training instances",
+            extra={"predictions": {"detected_boxes": str(work / "keypoints_detbox.keypoints.json"),
+                                   "gt_boxes": str(work / "keypoints_gtbox.keypoints.json")},
+                   "train_instances": len(train_set)},
+            digest=dict(train=train_ann, val=val_ann))
 
-        gt_set = self._dataset(val_ann, self.val_img, test_pipeline, test=True)
-        det_set = self._dataset(val_ann, self.val_img, test_pipeline, test=True, bbox_file=det)
-        model = self._model(codec)
-        runner = mm.build_runner(
-            work_dir=ctx.work_dir / "runner", scope="mmpose", seed=ctx.seed, device=device, model=model,
-            train_dataloader=mm.dataloader(train_set, per_gpu, train=True, workers=int(p.get("workers", 0))),
-            optim_wrapper_cfg=mm.optim_wrapper(lr_scaled, device), param_scheduler=sched, max_iters=max_iters,
-            checkpoint_interval=int(p.get("checkpoint_interval", max(100, max_iters // 10))),
-            val_dataloader=mm.dataloader(gt_set, int(p.get("test_batch_size", 32)), train=False),
-            val_evaluator=self._metric(val_ann, "gtbox"),
-            test_dataloader=mm.dataloader(det_set, int(p.get("test_batch_size", 32)), train=False),
-            test_evaluator=self._metric(val_ann, "detbox"), report=ctx.progress, train_share=0.8,
-            digest_of=dict(model=model, params=p, subset=ctx.subset, train=train_ann, val=val_ann))
-        runner.logger.info(f"{ctx.spec.name}: {len(train_set)} training instances, {max_iters} iterations "
-                           f"({per_epoch}/epoch), total batch {per_gpu * world}, world size {world}")
-        mm.train(runner)
-        ctx.progress(0.85, "evaluating (ground-truth boxes)")
-        gt_metrics = runner.val()
-        ctx.progress(0.93, "evaluating (detected boxes)")
-        det_metrics = runner.test()
+    def model(self) -> dict:
+        p, codec = self.p, self._codec()
+        # Swin: stride 32 + 3 deconvs (SimpleBaseline); ViT-B/16: stride 16 + 2 deconvs (ViTPose)
+        level = native_level(self.meta)
+        stride, (h, w) = 4 * 2 ** level, p["input_size"]
+        if h % stride or w % stride:
+            raise DataError(f"task {self.ctx.spec.name}: input_size {h}x{w} is not a multiple of this backbone's "
+                            f"stride {stride} (the heatmaps would not align)",
+                            f"use e.g. --set input_size=[{-(-h // stride) * stride},{-(-w // stride) * stride}]")
+        channels = output_channels(self.meta, (level,))[0]
+        width = int(p["deconv_channels"])
+        return dict(
+            type="TopdownPoseEstimator",
+            data_preprocessor=dict(type="PoseDataPreprocessor", mean=mm.IMAGENET_MEAN, std=mm.IMAGENET_STD,
+                                   bgr_to_rgb=True),
+            backbone=self.backbone(out_indices=(level,)),
+            head=dict(type="HeatmapHead", in_channels=channels, out_channels=self.num_keypoints,
+                      deconv_out_channels=(width,) * level, deconv_kernel_sizes=(4,) * level,
+                      loss=dict(type="KeypointMSELoss", use_target_weight=True), decoder=codec),
+            test_cfg=dict(flip_test=bool(p["flip_test"]), flip_mode="heatmap", shift_heatmap=False))
+
+    def metrics(self, results: dict[str, dict[str, float]]) -> dict[str, float]:
         prefix = "crowdpose" if self.metric_kind == "crowdpose" else "coco"
         names = {"AP": "AP", "AP50": "AP .5", "AP75": "AP .75", "AR": "AR"}
         if self.metric_kind == "crowdpose":
             names.update(AP_easy="AP(E)", AP_medium="AP(M)", AP_hard="AP(H)")
-        out = mm.pick(det_metrics, {k: f"{prefix}/{v}" for k, v in names.items()}, scale=100.0)
-        out.update(mm.pick(gt_metrics, {"AP_gt": f"{prefix}/AP"}, scale=100.0))
-        if p.get("export_backbone"):
-            exported = mm.export_backbone(runner, ctx.work_dir / "backbone_finetuned.pth", ctx.spec.name)
-            runner.logger.info(f"fine-tuned backbone written to {exported}")
-        self.extra = {"predictions": {"detected_boxes": str(ctx.work_dir / "keypoints_detbox.keypoints.json"),
-                                      "gt_boxes": str(ctx.work_dir / "keypoints_gtbox.keypoints.json")},
-                      "train_instances": len(train_set), "iterations": max_iters}
-        return self.finish(out)
+        out = mm.pick(results["detected_boxes"], {k: f"{prefix}/{v}" for k, v in names.items()}, scale=100.0)
+        out.update(mm.pick(results["gt_boxes"], {"AP_gt": f"{prefix}/AP"}, scale=100.0))
+        return out
 
 
 class CocoPose(_PoseAdapter):

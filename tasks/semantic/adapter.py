@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from benchmark.data import fingerprint
 from benchmark.registry import TaskSpec
-from tasks.base import TaskAdapter
-from tasks.classification import linear_probe as lp
+from tasks.base import Param, TaskAdapter
 from tasks.semantic import probe, readers
 from tasks.semantic.common import Split
 
@@ -40,7 +40,7 @@ def stratified(split: Split, n: int) -> Split:
     """A deterministic class-stratified subset (the whole split when n is 0)."""
     if not n or n >= len(split):
         return split
-    return split.subset(lp.stratified_subset(split.class_ids(), n))
+    return split.subset(probe.stratified_subset(split.class_ids(), n))
 
 
 def image_list_digest(split: Split) -> str:
@@ -55,7 +55,37 @@ def image_list_digest(split: Split) -> str:
     return h.hexdigest()[:16]
 
 
+PROTOCOLS = ("linear_probe", "finetune")
+PROTOCOL = Param("linear_probe", str, "linear_probe (frozen features) or finetune (end to end)", choices=PROTOCOLS)
+
+
 class SemanticTask(TaskAdapter):
+    # the linear probe's parameters; the fine-tune's are SemanticFinetune.params
+    params: ClassVar[dict[str, Param]] = {
+        **TaskAdapter.params,
+        "protocol": PROTOCOL,
+        "trials": Param(30, int, "Optuna trials of the (lr, wd) search"),
+        "parallel": Param(10, int, "trials trained together in one batched run"),
+        "epochs": Param(100, int, "epochs of each logistic-regression fit"),
+        "batch_size": Param(1024, int, "batch of the logistic-regression SGD"),
+        "holdout": Param(0.2, float, "class-stratified share of the training split the search scores on"),
+        "lr_range": Param([0.1, 100.0], list, "log-uniform search range of the SGD learning rate"),
+        "wd_range": Param([1e-12, 1e-4], list, "log-uniform search range of the weight decay"),
+        "extract_batch_size": Param(256, int, "batch of the frozen-feature extraction"),
+        "workers": Param(0, int, "DataLoader workers decoding images for the extraction"),
+        "crop_pct": Param(0.875, float, "evaluation centre-crop fraction"),
+        "pool": Param("avg", str, "avg: mean of the final-normed patch tokens; token: the model's pre-logits",
+                      choices=("avg", "token")),
+    }
+
+    @classmethod
+    def declared_params(cls, preset: dict[str, Any]) -> dict[str, Param]:
+        if preset.get("protocol") == "finetune":
+            from tasks.semantic.finetune import SemanticFinetune
+
+            return {**SemanticFinetune.params, "protocol": PROTOCOL}
+        return cls.params
+
     @classmethod
     def check_data(cls, spec: TaskSpec, root: Path) -> None:
         super().check_data(spec, root)
@@ -68,39 +98,38 @@ class SemanticTask(TaskAdapter):
 
     @property
     def metric(self) -> str:
-        return next(m.name for m in self.ctx.spec.metrics if m.primary)
+        return self.ctx.spec.primary.name
 
     def run(self) -> dict[str, float]:
         ctx = self.ctx
         train, test = read_splits(ctx.spec, ctx.data_root)
         train, test = stratified(train, ctx.subset), stratified(test, ctx.subset)
-        self.extra = {"train_images": len(train), "test_images": len(test), "classes": len(train.classes),
-                      **{f"{s.name}:{k}": v for s in (train, test) for k, v in s.notes.items()}}
-        protocol = ctx.params.get("protocol", "linear_probe")
-        if protocol == "finetune":
-            from tasks.semantic.finetune import finetune
+        self.extra.update({"train_images": len(train), "test_images": len(test), "classes": len(train.classes),
+                           **{f"{s.name}:{k}": v for s in (train, test) for k, v in s.notes.items()}})
+        if ctx.params["protocol"] == "finetune":
+            from tasks.semantic.finetune import SemanticFinetune
 
-            metrics = finetune(ctx, train, test, self.metric)
-        elif protocol == "linear_probe":
-            metrics = self.linear_probe(train, test)
+            trained = SemanticFinetune(ctx, train, test, self.metric)
+            metrics = trained.run()
+            self.extra.update(trained.extra)
         else:
-            raise ValueError(f"unknown protocol {protocol!r} in preset {ctx.preset}")
+            metrics = self.linear_probe(train, test)
         declared = {m.name for m in ctx.spec.metrics}
-        return self.finish({k: v for k, v in metrics.items() if k in declared})
+        return {k: v for k, v in metrics.items() if k in declared}
 
     # ------------------------------------------------------------------------------------------ linear probe
 
     def features(self, model, split: Split, which: str) -> tuple[torch.Tensor, np.ndarray]:
         ctx, p = self.ctx, self.ctx.params
-        crop_pct, pool = float(p.get("crop_pct", 0.875)), p.get("pool", "avg")
-        key = lp.cache_key("semantic-v1", ctx.ckpt_sha256, fingerprint(ctx.spec, ctx.data_root), ctx.spec.name,
+        crop_pct, pool = float(p["crop_pct"]), p["pool"]
+        key = probe.cache_key("semantic-v1", ctx.ckpt_sha256, fingerprint(ctx.spec, ctx.data_root), ctx.spec.name,
                            which, image_list_digest(split), "timm-eval-bicubic", int(model.mim_meta["img_size"]),
                            crop_pct, pool)
         base = {"train": 0.0, "test": 0.3}[which]
 
         def compute():
             return probe.extract(model, split, probe.eval_transform(model, crop_pct), device=ctx.device,
-                                 batch_size=int(p.get("extract_batch_size", 256)), workers=int(p.get("workers", 0)),
+                                 batch_size=int(p["extract_batch_size"]), workers=int(p["workers"]),
                                  pool=pool, progress=lambda f: ctx.progress(base + 0.3 * f, f"features {which}"))
 
         feats, kept, hit = probe.cached_extract(ctx.cache_dir / "features", key, compute)
@@ -115,12 +144,12 @@ class SemanticTask(TaskAdapter):
         ytr, yte = torch.from_numpy(train.labels[ktr]), test.labels[kte]
         xtr, xte = probe.normalize(xtr).to(dev), probe.normalize(xte).to(dev)
         ytr = ytr.to(dev)
-        common = dict(epochs=int(p.get("epochs", 100)), batch_size=int(p.get("batch_size", 1024)), seed=ctx.seed,
+        common = dict(epochs=int(p["epochs"]), batch_size=int(p["batch_size"]), seed=ctx.seed,
                       multilabel=train.multilabel)
         best = probe.search(xtr, ytr, train.class_ids()[ktr], len(train.classes), metric=self.metric,
-                            trials=int(p.get("trials", 30)), parallel=int(p.get("parallel", 10)),
-                            holdout=float(p.get("holdout", 0.2)), lr_range=tuple(p.get("lr_range", (0.1, 100.0))),
-                            wd_range=tuple(p.get("wd_range", (1e-12, 1e-4))),
+                            trials=int(p["trials"]), parallel=int(p["parallel"]),
+                            holdout=float(p["holdout"]), lr_range=tuple(p["lr_range"]),
+                            wd_range=tuple(p["wd_range"]),
                             progress=lambda f, m: ctx.progress(0.6 + 0.35 * f, m), **common)
         self.extra["probe"] = {k: best[k] for k in ("lr", "wd", "holdout")}
         self.extra["probe_trials"] = best["trials"]

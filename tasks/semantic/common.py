@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -63,7 +63,7 @@ class Split:
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
             raise CorruptImage(path, exc) from exc
 
-    def subset(self, idx: Sequence[int] | np.ndarray) -> "Split":
+    def subset(self, idx: Sequence[int] | np.ndarray) -> Split:
         idx = np.asarray(idx, dtype=np.int64)
         return Split(self.classes, self.labels[idx],
                      paths=[self.paths[i] for i in idx] if self.paths is not None else None,
@@ -100,7 +100,7 @@ class CorruptCounter:
                             "re-download or re-extract the dataset")
 
 
-def require(root: Path, rel: str, layout: str, docs: str = "README.md, section 'Datasets'") -> Path:
+def require(root: Path, rel: str, layout: str, docs: str = "docs/datasets.md") -> Path:
     """``root / rel`` or a DataError naming the missing file and the expected layout."""
     path = root / rel
     if not path.exists():

@@ -1,9 +1,9 @@
-"""End-to-end fine-tuning for the semantic classification tasks (K12, iNat18), on the shared mmengine harness.
+"""End-to-end fine-tuning for the semantic classification tasks (K12, iNat18), on the trained-task harness.
 
-The SimMIM fine-tune recipe (shared PROTOCOLS.md, "Fine-tune recipe (classification)"): 100 epochs, 20 of linear
-warm-up then cosine to ``min_lr``; AdamW (wd 0.05) with layer-wise lr decay (0.65 ViT-B / 0.9 Swin-B), base lr
-1.25e-3 scaled by total batch / 512, gradient clipping 5.0; drop path 0.1; RandAugment ``rand-m9-mstd0.5-inc1``,
-random erasing 0.25, mixup 0.8 / cutmix 1.0 with label smoothing 0.1. Every knob is a preset key (``RECIPE``).
+The SimMIM fine-tune recipe (docs/protocols.md): 100 epochs, 20 of linear warm-up then cosine to ``min_lr``; AdamW
+(wd 0.05) with layer-wise lr decay (0.65 ViT-B / 0.9 Swin-B), lr 2.5e-3 for the total batch 1024 (SimMIM's base lr
+1.25e-3 per 512 images), gradient clipping 5.0; drop path 0.1; RandAugment ``rand-m9-mstd0.5-inc1``, random erasing
+0.25, mixup 0.8 / cutmix 1.0 with label smoothing 0.1. Every knob is a declared parameter (``SemanticFinetune.params``).
 
 Model: the checkpoint's timm trunk (through ``MIMBackbone``, so every backbone tensor must load and the harness's
 layer-decay constructor, weight re-loading and backbone export apply), global average pooling of the final-normed
@@ -17,7 +17,7 @@ both are counted with ``CorruptCounter`` (a split with more than 1 % unreadable 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -30,12 +30,12 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 from torch.utils.data import Dataset
 
-from benchmark.backbone import MIMBackbone, backbone_family
-from benchmark.checkpoint import load_canonical
+from benchmark.backbone import MIMBackbone
 from benchmark.errors import BenchmarkError, DataError
+from benchmark.families import family
+from benchmark.features import eval_transform, pool_features
 from tasks import openmmlab as mm
-from tasks.base import RunContext
-from tasks.classification.linear_probe import eval_transform, pool_features
+from tasks.base import Param, RunContext
 
 from .common import CorruptCounter, CorruptImage, Split
 from .metrics import map11, mean_per_class_accuracy, top1
@@ -44,20 +44,7 @@ log = logging.getLogger(__name__)
 
 METRIC_NAMES = ("top1", "mean_per_class_acc", "map11")
 
-# SimMIM's fine-tune defaults (ViT-B); layer_decay depends on the family (see recipe()).
-RECIPE: dict[str, Any] = dict(
-    epochs=100, batch_size=1024,  # SimMIM: 128 per GPU x 8 GPUs
-    lr=1.25e-3, min_lr=2.5e-7, warmup_epochs=20, warmup_ratio=2e-4,  # warm-up from 2.5e-7 = 2e-4 x base lr
-    weight_decay=0.05, clip_grad=5.0, drop_path=0.1, smoothing=0.1, mixup=0.8, cutmix=1.0, reprob=0.25,
-    auto_augment="rand-m9-mstd0.5-inc1", crop_pct=0.875, workers=8, test_batch_size=128, export_backbone=False)
-LAYER_DECAY = {"plain": 0.65, "beit": 0.65, "swin": 0.9}
-
-
-def recipe(params: dict, meta: dict) -> dict:
-    """The preset over the paper recipe; layer decay defaults to the family's (ViT-B 0.65, Swin-B 0.9)."""
-    p = dict(RECIPE, layer_decay=LAYER_DECAY[backbone_family(str(meta["arch"]))])
-    p.update({k: v for k, v in params.items() if not (k == "layer_decay" and v is None)})  # None: the family's
-    return p
+LAYER_DECAY = {"plain": 0.65, "beit": 0.65, "swin": 0.9}  # SimMIM's fine-tune configs (ViT-B, Swin-B)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -77,7 +64,7 @@ class _PooledBackbone(MIMBackbone):
             del self.pyramid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # mean pooling as the linear probe (tasks.classification.linear_probe.pool_features), not timm's
+        # mean pooling as the linear probes (benchmark.features.pool_features), not timm's
         # global_pool='avg' head: for ViT that swaps the pre-trained final norm for a fresh fc_norm, so the
         # checkpoint would no longer fill the model; the CLS token is never trained by MIM pre-training.
         return pool_features(self.trunk, x)
@@ -246,80 +233,87 @@ def _check(train: Split, test: Split, metric: str) -> None:
         raise DataError(f"empty split ({len(train)} training / {len(test)} test images)", "check the dataset")
 
 
-def _per_gpu_batch(p: dict, train_len: int, world: int, mixing: bool) -> int:
-    """The preset's batch per process, capped so one epoch holds a batch; even when mixing (timm Mixup pairs
+class SemanticFinetune(mm.TrainedTask):
+    """Fine-tune the checkpoint on ``train`` and score ``test``: ``{metric: value}`` (+ ``top1`` if single-label).
+
+    Not a task of its own: the semantic adapter runs it for presets with ``protocol: finetune``, after applying
+    ``--subset`` to the splits. Defaults are SimMIM's ViT-B fine-tune recipe.
+    """
+
+    scope = "mmengine"
+    params: ClassVar[dict[str, Param]] = {
+        **mm.TrainedTask.params,
+        "epochs": Param(100.0, float, "training length in epochs (ignored when iters is set)", nullable=True),
+        "batch_size": Param(1024, int, "TOTAL batch over all processes (lr is for this batch)"),
+        "lr": Param(2.5e-3, float, "peak learning rate for the total batch_size"),
+        "min_lr": Param(5e-7, float, "final lr of the cosine schedule (for the total batch_size)"),
+        "schedule": Param("cosine", str, "lr schedule after the warm-up", choices=mm.SCHEDULES),
+        "warmup_epochs": Param(20.0, float, "linear warm-up length in epochs (if warmup_iters is null)",
+                               nullable=True),
+        "warmup_ratio": Param(2e-4, float, "the warm-up starts at warmup_ratio x lr"),
+        "layer_decay": Param(None, float, "layer-wise lr decay (null: the family's, ViT 0.65 / Swin 0.9)",
+                             nullable=True),
+        "clip_grad": Param(5.0, float, "max gradient L2 norm (null: no clipping)", nullable=True),
+        "drop_path": Param(0.1, float, "stochastic depth rate of the backbone"),
+        "smoothing": Param(0.1, float, "label smoothing"),
+        "mixup": Param(0.8, float, "mixup alpha (0: off)"),
+        "cutmix": Param(1.0, float, "cutmix alpha (0: off)"),
+        "reprob": Param(0.25, float, "random erasing probability"),
+        "auto_augment": Param("rand-m9-mstd0.5-inc1", str, "timm RandAugment policy (null: off)", nullable=True),
+        "crop_pct": Param(0.875, float, "evaluation centre-crop fraction"),
+        "workers": Param(8, int, "DataLoader worker processes per training process"),
+        "test_batch_size": Param(128, int, "evaluation batch per process"),
+    }
+
+    def __init__(self, ctx: RunContext, train: Split, test: Split, metric: str):
+        super().__init__(ctx)
+        _check(train, test, metric)
+        self.train_split, self.test_split, self.metric = train, test, metric
+
+    @property
+    def mixing(self) -> bool:
+        return not self.train_split.multilabel and (float(self.p["mixup"]) > 0 or float(self.p["cutmix"]) > 0)
+
+    def training_params(self) -> dict[str, Any]:
+        p = dict(self.ctx.params)
+        if p["layer_decay"] is None:
+            p["layer_decay"] = LAYER_DECAY[family(str(self.meta["arch"]))]
+        return p
+
+    def per_process_batch(self, train_len: int, world: int) -> int:
+        return per_process_batch(int(self.p["batch_size"]), train_len, world, self.mixing)
+
+    def datasets(self) -> mm.TaskData:
+        size = int(self.meta["img_size"])
+        train_tf, test_tf = transforms(self.p, size)
+        train, test = self.train_split, self.test_split
+        return mm.TaskData(
+            train=SplitDataset(train, train_tf, train=True, size=size),
+            evaluations=[mm.Evaluation("test", SplitDataset(test, test_tf, train=False, size=size),
+                                       dict(type="SemanticFinetuneMetric", metric=self.metric))],
+            summary=f"fine-tune {train.name}: {len(train)} training / {len(test)} test images, "
+                    f"{len(train.classes)} classes",
+            collate="default_collate",  # stacked tensors, not mmengine's pseudo_collate lists
+            digest=dict(metric=self.metric, train=[train.name, len(train)], test=[test.name, len(test)]))
+
+    def model(self) -> dict:
+        p = self.p
+        return dict(type="SemanticFinetuneClassifier", checkpoint=str(self.ctx.ckpt),
+                    num_classes=len(self.train_split.classes), drop_path_rate=float(p["drop_path"]),
+                    allow_partial=self.ctx.allow_partial, multilabel=self.train_split.multilabel,
+                    smoothing=float(p["smoothing"]), mixup=float(p["mixup"]), cutmix=float(p["cutmix"]))
+
+    def metrics(self, results: dict[str, dict[str, float]]) -> dict[str, float]:
+        return {k: float(v) for k, v in results["test"].items()}
+
+
+def per_process_batch(batch_size: int, train_len: int, world: int, mixing: bool) -> int:
+    """The total batch per process, capped so one epoch holds a batch; even when mixing (timm Mixup pairs
     each image with its mirror in the batch)."""
-    per_gpu = min(int(p["batch_size"]) // world, train_len // world)
+    per_gpu = min(batch_size // world, train_len // world)
     if mixing:
         per_gpu -= per_gpu % 2
     if per_gpu < (2 if mixing else 1):
         raise DataError(f"{train_len} training images cannot fill a batch on {world} process(es)",
                         "use more training images (a larger --subset) or fewer processes")
-    if per_gpu * world != int(p["batch_size"]):
-        log.warning("total batch %d instead of %d (training set size / mixup pairing)", per_gpu * world,
-                    p["batch_size"])
     return per_gpu
-
-
-def _schedule(p: dict, max_iters: int, per_epoch: int) -> list[dict]:
-    """Linear warm-up, then cosine to ``min_lr`` (as a ratio: every layer-decay group ends at its own scaled
-    minimum), iteration-based."""
-    warm = int(p["warmup_iters"]) if "warmup_iters" in p else int(round(float(p["warmup_epochs"]) * per_epoch))
-    steps = mm.warmup(dict(p, warmup_iters=warm), max_iters)
-    begin = steps[0]["end"] if steps else 0
-    return steps + [dict(type="CosineAnnealingLR", T_max=max_iters - begin, eta_min_ratio=p["min_lr"] / p["lr"],
-                         by_epoch=False, begin=begin, end=max_iters)]
-
-
-def _loader(dataset: SplitDataset, batch: int, *, train: bool, workers: int) -> dict:
-    """The harness's loader with stacked tensors (not mmengine's pseudo_collate lists)."""
-    cfg = mm.dataloader(dataset, batch, train=train, workers=workers)
-    cfg["collate_fn"] = dict(type="default_collate")
-    return cfg
-
-
-def finetune(ctx: RunContext, train: Split, test: Split, metric: str) -> dict[str, float]:
-    """Fine-tune the checkpoint on ``train`` and score ``test``: ``{metric: value}`` (+ ``top1`` if single-label).
-
-    The caller has already applied ``--subset`` to the splits; ``ctx`` gives checkpoint, preset, seed, device and
-    work dir (checkpoints there make an interrupted run resume).
-    """
-    _check(train, test, metric)
-    meta = load_canonical(ctx.ckpt).meta
-    p = recipe(ctx.params, meta)
-    device = mm.device_of(ctx.device)
-    size = int(meta["img_size"])
-    multilabel = train.multilabel
-    mixing = not multilabel and (float(p["mixup"]) > 0 or float(p["cutmix"]) > 0)
-    world = mm.world_size()
-    per_gpu = _per_gpu_batch(p, len(train), world, mixing)
-    factor = per_gpu * world / 512  # linear lr scaling of the recipe
-    p_run = dict(p, lr=float(p["lr"]) * factor, min_lr=float(p["min_lr"]) * factor)
-    max_iters, per_epoch = mm.iterations(p_run, len(train), per_gpu * world)
-
-    train_tf, test_tf = transforms(p, size)
-    train_set = SplitDataset(train, train_tf, train=True, size=size)
-    test_set = SplitDataset(test, test_tf, train=False, size=size)
-    model = dict(type="SemanticFinetuneClassifier", checkpoint=str(ctx.ckpt), num_classes=len(train.classes),
-                 drop_path_rate=float(p["drop_path"]), allow_partial=ctx.allow_partial, multilabel=multilabel,
-                 smoothing=float(p["smoothing"]), mixup=float(p["mixup"]), cutmix=float(p["cutmix"]))
-    workers = int(p["workers"])
-    runner = mm.build_runner(
-        work_dir=ctx.work_dir / "runner", scope="mmengine", seed=ctx.seed, device=device, model=model,
-        train_dataloader=_loader(train_set, per_gpu, train=True, workers=workers),
-        optim_wrapper_cfg=mm.optim_wrapper(p_run, device), param_scheduler=_schedule(p_run, max_iters, per_epoch),
-        max_iters=max_iters, checkpoint_interval=int(p.get("checkpoint_interval", max(100, max_iters // 10))),
-        test_dataloader=_loader(test_set, int(p["test_batch_size"]), train=False, workers=workers),
-        test_evaluator=dict(type="SemanticFinetuneMetric", metric=metric), report=ctx.progress, train_share=0.9,
-        digest_of=dict(model=model, params=p, metric=metric, train=[train.name, len(train)],
-                       test=[test.name, len(test)]))
-    runner.logger.info(f"fine-tune {train.name}: {len(train)} training / {len(test)} test images, "
-                       f"{len(train.classes)} classes, {max_iters} iterations ({per_epoch}/epoch), total batch "
-                       f"{per_gpu * world}, lr {p_run['lr']:.3g}, world size {world}")
-    mm.train(runner)
-    ctx.progress(0.9, "evaluating")
-    out = {k: float(v) for k, v in runner.test().items()}
-    if p["export_backbone"]:
-        exported = mm.export_backbone(runner, ctx.work_dir / "backbone_finetuned.pth", ctx.spec.name)
-        runner.logger.info(f"fine-tuned backbone written to {exported}")
-    return out

@@ -13,9 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from benchmark.errors import DataError
+from benchmark import fashion_mnist
 
-FASHION_ROOT = Path("/usr/share/datasets/fashion-mnist")
+FASHION_ROOT = fashion_mnist.DEBIAN_ROOT
 FASHION_CLASSES = ("tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot")
 DIGIT_CLASSES = tuple(f"digit_{d}" for d in range(10))
 POOL_CLASSES = FASHION_CLASSES + DIGIT_CLASSES
@@ -27,13 +27,10 @@ def _sources() -> tuple[list[np.ndarray], ...]:
     """Per pool class, the grey uint8 images available (Fashion-MNIST train+test, digits 8x8 scaled to 0..255)."""
     from sklearn.datasets import load_digits
 
-    from tasks.classification.fashion_mnist import FILES, load_split
-    if not all((FASHION_ROOT / f).exists() for pair in FILES.values() for f in pair):
-        raise DataError(f"the real Fashion-MNIST files are not in {FASHION_ROOT}",
-                        "install them: apt-get install dataset-fashion-mnist (`make setup` does this)")
+    fashion_mnist.require(FASHION_ROOT)
     out: list[list[np.ndarray]] = [[] for _ in POOL_CLASSES]
     for split in ("train", "test"):
-        images, labels = load_split(FASHION_ROOT, split)
+        images, labels = fashion_mnist.load_split(FASHION_ROOT, split)
         for c in range(10):
             out[c].extend(images[labels == c][:2000])
     digits = load_digits()

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.errors import DataError
+from benchmark.files import atomic_path
 from tasks.semantic import mini_images
 from tasks.semantic.common import Split, check_classes, require
 
@@ -155,10 +156,8 @@ def _filenames(labels: np.ndarray, names: list[str]) -> list[bytes]:
 
 def _dump(path: Path, obj: dict) -> None:
     """Protocol 2, like the real (Python 2) files; write-then-rename so a half-written batch never exists."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         pickle.dump(obj, fh, protocol=2)
-    tmp.replace(path)
 
 
 class CIFAR10:

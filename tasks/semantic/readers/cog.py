@@ -4,8 +4,8 @@ Real layout: root with the two files of the benchmark, cog_levels_mapping_file.p
 wnids, L1..L5) and cog_concepts_split_file.pkl (dict wnid -> {'train': array of image paths, 'test': array of
 image paths}, 732-1300 train and 50 test per concept), the paths relative to the ImageNet-21K (fall 2011) image
 root, which holds <wnid>/<wnid>_<n>.JPEG. The suite reads that image root at root/imagenet21k (make it a symlink to
-your copy); ``read_level`` also takes it as an argument. Labels are the wnid's index in the sorted wnids of the level; per concept the
-paths are sorted and a leading "/" is dropped, as naver/cog's CoGLevelDataset does.
+your copy); ``read_level`` also takes it as an argument. Labels are the wnid's index in the sorted wnids of the
+level; per concept the paths are sorted and a leading "/" is dropped, as naver/cog's CoGLevelDataset does.
 
 The pickles are user files from the internet: they are read with an unpickler that can only rebuild numpy arrays
 and plain containers, never call anything else. Images listed but absent on disk (IN-21K copies differ) are
@@ -72,7 +72,7 @@ def load_pickle(path: Path):
     except _Refused as exc:
         raise DataError(f"refusing to load {path}: it asks for {exc}, which a CoG file never contains "
                         "(only numpy arrays of paths)", FIX) from None
-    except Exception as exc:  # a broken pickle can raise nearly anything; the message names the file
+    except Exception as exc:  # noqa: BLE001 - a broken pickle can raise nearly anything; the message names the file
         raise DataError(f"{path} is not a readable CoG pickle ({type(exc).__name__}: {exc})", FIX) from None
 
 
@@ -121,7 +121,8 @@ def _split(wnids: list[str], split_file: dict, path: Path, images: _Listing, whi
     if missing > MAX_MISSING_FRACTION * len(rels):
         raise DataError(f"{name}: {missing} of {len(rels)} images listed in {path} are not under {images.base} "
                         f"(e.g. {next(r for r, p in zip(rels, present) if not p)})",
-                        f"make {images.base} (a symlink is fine) the ImageNet-21K image folder (<wnid>/<wnid>_<n>.JPEG)")
+                        f"make {images.base} (a symlink is fine) the ImageNet-21K image folder "
+                        "(<wnid>/<wnid>_<n>.JPEG)")
     if missing:
         log.warning("%s: skipping %d of %d images missing under %s", name, missing, len(rels), images.base)
     keep = [i for i, p in enumerate(present) if p]
