@@ -50,4 +50,4 @@ def test_the_guide_example_task_runs_end_to_end(tmp_path, tiny_vit_ckpt):
     assert out.returncode == 0, out.stdout + out.stderr
     with sqlite3.connect(tmp_path / "r.db") as conn:
         (top1,) = conn.execute("SELECT value FROM results WHERE task='fmnist_rotation' AND metric='top1'").fetchone()
-    assert top1 > 40, top1  # chance is 25%: upright clothes are easy to tell from turned ones
+    assert top1 > 40, top1  # chance is 25% (measured 61% for the random-init tiny ViT; symmetric items cap it)
