@@ -1,6 +1,7 @@
 """The regression check (``benchmark check``): a committed leaderboard CSV against a freshly built table.
 
-Metric by metric and direction-aware; see :func:`compare`.
+Metric by metric and direction-aware; see :func:`compare`. The gate must not pass on missing results: a baseline
+cell without a current value is MISSING, which ``benchmark check`` fails with its own exit code (see ``EXIT``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from .leaderboard import ID_COLUMNS, column_name, read_csv, summary_names
 from .registry import DIRECTIONS, Metric, TaskSpec
 
 COMPARISON_COLUMNS = ["checkpoint", "sha256", "preset", "subset", "column", "baseline", "current", "delta",
-                      "tolerance", "status", "matched_by"]
+                      "tolerance", "status", "seeds", "matched_by"]
+# benchmark check's exit codes: a regression wins over missing results, which win over a seed-count mismatch
+# (a failure only with --strict); 2 is bad input, as everywhere in the CLI.
+EXIT = {"ok": 0, "regression": 1, "bad_input": 2, "missing": 3}
 _METRIC_RE = re.compile(r"^(?P<task>[^/]+)/(?P<metric>.+?)(?: (?P<arrow>[↑↓]))?$")
 _ARROW_TO_DIR = {v: k for k, v in DIRECTIONS.items()}
 
@@ -82,6 +86,9 @@ def compare(baseline_csv: str | Path, current: pd.DataFrame, specs: dict[str, Ta
     if tolerance < 0:
         raise BenchmarkError(f"tolerance {tolerance} is negative", "pass a tolerance ≥ 0")
     metrics, unknown = _metric_columns_of(base.columns, specs)
+    if not metrics and not unknown:
+        raise BenchmarkError(f"baseline {path} has no metric column",
+                             "a baseline is a CSV written by `benchmark leaderboard` with 'task/metric ↑|↓' columns")
     _, unknown_cur = _metric_columns_of(current.columns, specs)
     unknown += [c for c in unknown_cur if c not in unknown]
     if unknown:
@@ -106,6 +113,17 @@ def compare(baseline_csv: str | Path, current: pd.DataFrame, specs: dict[str, Ta
         return df[df["kind"] != "reported"] if "kind" in df.columns else df
 
     base, cur = measured(base), measured(current)
+    for col in metrics:  # every baseline cell a number (or empty): a typo must not become "no value"
+        values = pd.to_numeric(base[col], errors="coerce")
+        bad = base[col][values.isna() & base[col].notna() & (base[col].astype(str).str.strip() != "")]
+        if len(bad):
+            row = bad.index[0]
+            raise BenchmarkError(f"baseline {path}: column '{col}' holds {bad.iloc[0]!r} (row of checkpoint "
+                                 f"{base.loc[row, 'checkpoint']!r}), not a number", "fix or empty that cell")
+        base[col] = values
+    if not any(base[col].notna().any() for col in metrics):
+        raise BenchmarkError(f"baseline {path} has no metric value (every metric cell is empty)",
+                             "build the baseline from a DB holding results: `benchmark leaderboard --format csv`")
     extra = [c for c in ("preset", "subset") if c in base.columns and c in cur.columns]
     rows: list[dict] = []
     matched_any = False
@@ -125,6 +143,7 @@ def compare(baseline_csv: str | Path, current: pd.DataFrame, specs: dict[str, Ta
         matched_any |= bool(len(hit))
         targets = [r for _, r in hit.iterrows()] or [None]
         for r in targets:
+            seeds = f"{_count(b.get('seeds'))}/{_count(r.get('seeds')) if r is not None else '-'}"
             for col, (_task, metric) in metrics.items():
                 bv = b[col]
                 if pd.isna(bv):
@@ -134,7 +153,7 @@ def compare(baseline_csv: str | Path, current: pd.DataFrame, specs: dict[str, Ta
                 tol = tol_by_col.get(col, float(tolerance))
                 eps = 1e-9 * max(1.0, abs(bv))
                 if math.isnan(cv):
-                    status = "missing"
+                    status = "MISSING"
                 else:
                     worse = cv < bv - tol - eps if metric.direction == "up" else cv > bv + tol + eps
                     better = cv > bv + tol + eps if metric.direction == "up" else cv < bv - tol - eps
@@ -144,10 +163,47 @@ def compare(baseline_csv: str | Path, current: pd.DataFrame, specs: dict[str, Ta
                              "preset": str(b["preset"]) if "preset" in b.index else "",
                              "subset": int(b["subset"]) if "subset" in b.index else 0,
                              "column": col, "baseline": bv, "current": cv, "delta": cv - bv, "tolerance": tol,
-                             "status": status, "matched_by": by if r is not None else ""})
+                             "status": status, "seeds": seeds, "matched_by": by if r is not None else ""})
     if not matched_any:
         raise BenchmarkError(f"no row of baseline {path} matches a current row",
                              "rows match on sha256 (or checkpoint label) with the same preset and subset; "
                              "run the baseline's checkpoints and preset first")
     out = pd.DataFrame(rows, columns=COMPARISON_COLUMNS)
     return out, bool((out["status"] == "REGRESSION").any())
+
+
+def _count(value) -> str:
+    """A seed count as shown in the table ('?' when the CSV does not say)."""
+    try:
+        return str(int(value))
+    except (TypeError, ValueError):
+        return "?"
+
+
+def seed_mismatches(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows comparing a mean over one number of seeds with a mean over another (e.g. 3 in the baseline, 1 now)."""
+    def differs(cell: str) -> bool:
+        base, _, cur = str(cell).partition("/")
+        return base.isdigit() and cur.isdigit() and base != cur
+
+    return table[table["seeds"].map(differs).astype(bool)] if len(table) else table
+
+
+def verdict(table: pd.DataFrame, regressed: bool, allow_missing: bool, strict: bool) -> tuple[int, str]:
+    """(exit code, one-line verdict) of a comparison."""
+    missing = int((table["status"] == "MISSING").sum())
+    mismatched = len(seed_mismatches(table))
+    notes = []
+    if missing:
+        notes.append(f"{missing} baseline value(s) have no current result" + (" (allowed)" if allow_missing else ""))
+    if mismatched:
+        notes.append(f"{mismatched} value(s) compare means over different seed counts (see 'seeds': baseline/current)")
+    tail = ("; " + "; ".join(notes)) if notes else ""
+    if regressed:
+        return EXIT["regression"], "REGRESSION: at least one metric is worse than the baseline beyond tolerance" + tail
+    if missing and not allow_missing:
+        return EXIT["missing"], "MISSING: the gate cannot pass without every baseline result (run them, or pass " \
+                                "--allow-missing)" + tail
+    if mismatched and strict:
+        return EXIT["missing"], "SEEDS DIFFER (--strict): run the baseline's seeds" + tail
+    return EXIT["ok"], "ok: no regression beyond tolerance" + tail

@@ -17,11 +17,28 @@ from .reference import REFERENCE_CSV
 DEFAULT_DB = "results/benchmark.db"
 
 
+MAX_SEED = 2**31 - 1  # numpy / mmengine seeds are 32-bit
+MAX_SUBSET = 10_000_000  # larger than any split the suite reads (iNat18 train: 437,513): a typo, not a subset
+
+
 def _seeds(text: str) -> list[int]:
     try:
-        return [int(s) for s in text.replace(",", " ").split()]
+        seeds = [int(s) for s in text.replace(",", " ").split()]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"seeds must be integers, got {text!r}") from exc
+    if not seeds or any(not 0 <= s <= MAX_SEED for s in seeds):
+        raise argparse.ArgumentTypeError(f"seeds must be integers from 0 to {MAX_SEED}, got {text!r}")
+    return seeds
+
+
+def _subset(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--subset takes a whole number, got {text!r}") from exc
+    if not 0 <= n <= MAX_SUBSET:
+        raise argparse.ArgumentTypeError(f"--subset must be 0 (the full split) to {MAX_SUBSET:,}, got {n}")
+    return n
 
 
 def _kv(text: str) -> tuple[str, object]:
@@ -55,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", help="folder holding the datasets (each task's sub-folder under it)")
     run.add_argument("--data", choices=["real", "mini"], default="real",
                      help="mini: generate small learnable data in the real layouts under the work dir")
-    run.add_argument("--subset", type=int, default=0, help="deterministic subset of N samples per split (0: all)")
+    run.add_argument("--subset", type=_subset, default=0, help="deterministic subset of N samples per split (0: all)")
     run.add_argument("--seed", dest="seeds", type=_seeds, action="extend",
                      help="one or more seeds (default: the preset's `seeds` count, e.g. 0..4 for the linear probe; "
                           "else 0)")
@@ -88,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     tol = ck.add_mutually_exclusive_group()
     tol.add_argument("--tolerance", type=float, default=0.0, help="absolute tolerance for every metric")
     tol.add_argument("--tolerances", type=Path, help="YAML/JSON mapping 'task/metric' -> absolute tolerance")
+    ck.add_argument("--allow-missing", action="store_true",
+                    help="pass although some baseline values have no current result (default: exit 3)")
+    ck.add_argument("--strict", action="store_true",
+                    help="also fail (exit 3) when a value's seed count differs from the baseline's")
 
     cv = sub.add_parser("convert", help="official SimMIM / mmpretrain / timm checkpoint -> canonical format")
     cv.add_argument("--from", dest="source", required=True, choices=["simmim", "mmpretrain", "timm"])
@@ -262,9 +283,9 @@ def cmd_check(args) -> int:
     table, regressed = check.compare(args.baseline, current, specs, tolerance=args.tolerance,
                                      tolerances=tolerances)
     print(table.to_string(index=False))
-    print("REGRESSION: at least one metric is worse than the baseline beyond tolerance" if regressed
-          else "ok: no regression beyond tolerance")
-    return 1 if regressed else 0
+    code, line = check.verdict(table, regressed, allow_missing=args.allow_missing, strict=args.strict)
+    print(line)
+    return code
 
 
 def cmd_convert(args) -> int:

@@ -81,6 +81,15 @@ def test_run_interrupt_resume_leaderboard_and_check(tmp_path):
     bad = run_cli("check", "--baseline", tmp_path / "better.csv", "--db", db)
     assert bad.returncode == 1 and "REGRESSION" in bad.stdout
     assert run_cli("check", "--baseline", tmp_path / "better.csv", "--db", db, "--tolerance", "6").returncode == 0
+    # a baseline result that is not in the DB (another checkpoint) fails the gate with its own exit code
+    table = pd.read_csv(csv)  # the baseline as measured
+    other = table.assign(checkpoint="other", sha256="0" * 12)
+    pd.concat([table, other]).to_csv(tmp_path / "more.csv", index=False)
+    missing = run_cli("check", "--baseline", tmp_path / "more.csv", "--db", db)
+    assert missing.returncode == 3 and "MISSING" in missing.stdout, missing.stdout + missing.stderr
+    assert run_cli("check", "--baseline", tmp_path / "more.csv", "--db", db, "--allow-missing").returncode == 0
+    table.assign(seeds=5).to_csv(tmp_path / "seeds.csv", index=False)
+    assert run_cli("check", "--baseline", tmp_path / "seeds.csv", "--db", db, "--strict").returncode == 3
 
     forced = run_cli("run", "--ckpt", ckpt, *PROBE, "--seed", "0", "--work-dir", wd, "--db", db, "--force")
     assert forced.returncode == 0 and "skipped" not in forced.stderr
@@ -150,7 +159,7 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, tiny_vit_ckpt, case):
     assert len(errors) == 1 and expect in errors[0], lines
     assert not any("Traceback" in ln for ln in lines)
     if case == "missing_data":
-        assert "expected layout: train-images-idx3-ubyte.gz" in errors[0] and "README.md" in errors[0]
+        assert "expected layout: train-images-idx3-ubyte.gz" in errors[0] and "docs/datasets.md" in errors[0]
 
 
 def test_check_rejects_unknown_columns_and_missing_db(tmp_path):
@@ -164,6 +173,10 @@ def test_check_rejects_unknown_columns_and_missing_db(tmp_path):
                   "nonsense/metric ↑": [1.0]}).to_csv(tmp_path / "b.csv", index=False)
     code, lines = _bad("check", "--baseline", tmp_path / "b.csv", "--db", db)
     assert code == 2 and "unknown columns" in lines[-1] and "nonsense/metric" in lines[-1]
+    pd.DataFrame({"checkpoint": ["x"], "sha256": ["ab"], "preset": ["ci"], "subset": [0]}).to_csv(
+        tmp_path / "b.csv", index=False)
+    code, lines = _bad("check", "--baseline", tmp_path / "b.csv", "--db", db)
+    assert code == 2 and "has no metric column" in lines[-1]
 
 
 def test_init_and_inspect(tmp_path):

@@ -237,13 +237,42 @@ def test_check_tolerances(baseline, table):
         check.compare(baseline, cur, SPECS, tolerances={"ga/nope": 1.0})
 
 
-def test_check_missing_is_reported_not_failed(baseline, table):
+def test_check_missing_fails_the_gate_unless_allowed(baseline, table):
     cur = _with(table, "ckpt-A", **{"sb/acc ↑": math.nan})
     cur = cur[cur["checkpoint"] != "ckpt-C"]
     cmp, regressed = check.compare(baseline, cur, SPECS)
     assert not regressed
-    assert _status(cmp, "ckpt-A", "sb/acc ↑") == "missing"
-    assert set(cmp[cmp["checkpoint"] == "ckpt-C"]["status"]) == {"missing"}
+    assert _status(cmp, "ckpt-A", "sb/acc ↑") == "MISSING"
+    assert set(cmp[cmp["checkpoint"] == "ckpt-C"]["status"]) == {"MISSING"}
+    code, line = check.verdict(cmp, regressed, allow_missing=False, strict=False)
+    assert code == check.EXIT["missing"] == 3 and line.startswith("MISSING")
+    code, line = check.verdict(cmp, regressed, allow_missing=True, strict=False)
+    assert code == 0 and "have no current result (allowed)" in line
+    worse = _with(cur, "ckpt-B", **{"gb/rmse ↓": 9.0})
+    assert check.verdict(*check.compare(baseline, worse, SPECS), allow_missing=False, strict=False)[0] == 1
+
+
+def test_check_reports_seed_count_differences_and_strict_fails_them(baseline, table):
+    cmp, regressed = check.compare(baseline, table.assign(seeds=1), SPECS)
+    assert not regressed and set(cmp[cmp["checkpoint"] == "ckpt-A"]["seeds"]) == {"3/1"}
+    assert len(check.seed_mismatches(cmp)) > 0
+    code, line = check.verdict(cmp, regressed, allow_missing=False, strict=False)
+    assert code == 0 and "different seed counts" in line
+    assert check.verdict(cmp, regressed, allow_missing=False, strict=True)[0] == 3
+
+
+def test_check_refuses_a_baseline_without_values_or_with_text(tmp_path, table):
+    ids = [c for c in table.columns if c in lb.ID_COLUMNS]
+    with pytest.raises(BenchmarkError, match="has no metric column"):
+        check.compare(lb.to_csv(table[ids], tmp_path / "ids.csv"), table, SPECS)
+    blank = table.copy()
+    blank[[c for c in table.columns if "/" in c]] = math.nan
+    with pytest.raises(BenchmarkError, match="has no metric value"):
+        check.compare(lb.to_csv(blank, tmp_path / "blank.csv"), table, SPECS)
+    text = table.astype({"ga/AP ↑": object})
+    text.loc[text["checkpoint"] == "ckpt-A", "ga/AP ↑"] = "n/a"
+    with pytest.raises(BenchmarkError, match="column 'ga/AP ↑' holds 'n/a'.*ckpt-A.*not a number"):
+        check.compare(lb.to_csv(text, tmp_path / "text.csv"), table, SPECS)
 
 
 def test_check_falls_back_to_checkpoint_label(tmp_path, table):

@@ -72,7 +72,7 @@ def finetune(ctx: RunContext, train: Split, test: Split, metric: str) -> dict[st
 
 
 def test_defaults_are_simmim_recipe_and_layer_decay_follows_the_family(tmp_path, tiny_vit_ckpt, tiny_swin_ckpt):
-    vit = ft.SemanticFinetune(context(tmp_path, tiny_vit_ckpt, drop=("layer_decay",)), single_label(8, 0),
+    vit = ft.SemanticFinetune(context(tmp_path, tiny_vit_ckpt, drop=("layer_decay", "mixup")), single_label(8, 0),
                               single_label(8, 1), "top1")
     assert vit.p["layer_decay"] == 0.65 and vit.p["mixup"] == 0.8 and vit.p["epochs"] == 100
     swin = ft.SemanticFinetune(context(tmp_path, tiny_swin_ckpt, drop=("layer_decay",)), single_label(8, 0),

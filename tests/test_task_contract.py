@@ -183,3 +183,19 @@ def test_params_command_lists_declared_parameters_per_preset():
     assert rows["lr"][1:5] == ["float", "(required)", "0.0005", "0.001"]
     bad = run_cli("params", "coco_pos")
     assert bad.returncode == 2 and "did you mean coco_pose" in bad.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seed", "-1"], "seeds must be integers from 0"),
+    (["--seed", "1,x"], "seeds must be integers"),
+    (["--subset", "-1"], "--subset must be 0"),
+    (["--subset", "99999999999"], "--subset must be 0"),
+    (["--set", "epochs=abc"], "epochs='abc' is not a float"),
+    (["--preset", "cii"], "has no preset 'cii'"),
+])
+def test_bad_run_values_exit_2_before_the_checkpoint_is_read(tmp_path, args, message):
+    missing_ckpt = tmp_path / "not_read.pth"  # never opened: the values are refused first
+    out = run_cli("run", "--ckpt", missing_ckpt, "--tasks", "nyu_depth", "--data", "mini", "--work-dir",
+                  tmp_path / "wd", "--db", tmp_path / "r.db", *args)
+    assert out.returncode == 2 and message in out.stderr, out.stderr
+    assert "checkpoint not found" not in out.stderr and not (tmp_path / "wd").exists()

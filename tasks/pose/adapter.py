@@ -49,16 +49,19 @@ class _PoseAdapter(mm.TrainedTask):
     train_ann = val_ann = ""
     train_img = val_img = ""
     det_file = ""
+    layout_check = mini_maker = ""  # function names in tasks/pose/layout.py and tasks/pose/mini.py
 
     # -- data --------------------------------------------------------------------------------------------------
     @classmethod
-    def _check(cls, root: Path) -> None:
-        raise NotImplementedError
-
-    @classmethod
     def check_data(cls, spec, root: Path) -> None:
         super().check_data(spec, root)  # the layout entries, with the spec's hint
-        cls._check(root)
+        getattr(layout, cls.layout_check)(root, det_file=cls.det_file)
+
+    @classmethod
+    def make_mini(cls, spec, out_dir: Path, seed: int) -> None:
+        from . import mini
+
+        getattr(mini, cls.mini_maker)(out_dir, seed=seed)
 
     def _split_files(self, ann: str, det: str | None, tag: str) -> tuple[str, str | None]:
         """Annotation (and box) files for this run: the originals, or their first-N-images subset."""
@@ -171,16 +174,7 @@ class CocoPose(_PoseAdapter):
     train_ann, val_ann = "annotations/person_keypoints_train2017.json", "annotations/person_keypoints_val2017.json"
     train_img, val_img = "train2017/", "val2017/"
     det_file = "person_detection_results/COCO_val2017_detections_AP_H_56_person.json"
-
-    @classmethod
-    def _check(cls, root: Path) -> None:
-        layout.check_coco_pose(root, det_file=cls.det_file)
-
-    @classmethod
-    def make_mini(cls, spec, out_dir: Path, seed: int) -> None:
-        from .mini import make_coco_pose
-
-        make_coco_pose(out_dir, seed=seed)
+    layout_check, mini_maker = "check_coco_pose", "make_coco_pose"
 
 
 class CrowdPose(_PoseAdapter):
@@ -190,14 +184,4 @@ class CrowdPose(_PoseAdapter):
     train_ann, val_ann = "annotations/mmpose_crowdpose_trainval.json", "annotations/mmpose_crowdpose_test.json"
     train_img = val_img = "images/"
     det_file = "annotations/det_for_crowd_test_0.1_0.5.json"
-
-    @classmethod
-    def _check(cls, root: Path) -> None:
-        layout.check_crowdpose(root, det_file=cls.det_file)
-
-    @classmethod
-    def make_mini(cls, spec, out_dir: Path, seed: int) -> None:
-        from .mini import make_crowdpose
-
-        make_crowdpose(out_dir, seed=seed)
-
+    layout_check, mini_maker = "check_crowdpose", "make_crowdpose"
