@@ -8,6 +8,7 @@ test_depth_data.py.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -199,3 +200,23 @@ def test_depth_mini_data_is_learnable_trained_backbone_beats_random(tmp_path, ti
           for name, c in (("trained", trained), ("random", tiny_vit_ckpt))}
     assert rmse["trained"] < rmse["random"] - 0.06, rmse
     assert d1["trained"] > d1["random"] + 0.05, d1
+
+
+def test_a_planted_pickle_in_a_run_dir_is_refused_without_running(tmp_path, tiny_vit_ckpt):
+    """Work dirs are shared and copied: the resume checkpoint is loaded weights_only with an allow-list."""
+    import torch
+
+    args = ["run", "--ckpt", tiny_vit_ckpt, "--tasks", "nyu_depth", "--data", "mini", "--set", "iters=2",
+            "--work-dir", tmp_path / "wd", "--db", tmp_path / "r.db"]
+    assert run_cli(*args).returncode == 0
+    (ckpt,) = (tmp_path / "wd").rglob("runner/iter_2.pth")
+    marker = tmp_path / "pwned"
+
+    class Planted:
+        def __reduce__(self):
+            return os.system, (f"touch {marker}",)
+
+    torch.save({"meta": {}, "state_dict": Planted()}, ckpt)
+    out = run_cli(*args, "--force")  # the run dir's stamp matches: the Runner resumes from the planted file
+    assert out.returncode == 1 and not marker.exists(), out.stderr
+    assert "is not a checkpoint this suite wrote" in out.stderr and "posix.system" in out.stderr

@@ -70,10 +70,33 @@ def test_init_cpu_dist_refuses_gpu_backends():
 
 
 # -- trusted work dirs ----------------------------------------------------------------------------------------------
+class _Planted:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # what a malicious checkpoint does: run a command while being unpickled
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_own_checkpoints_load_with_an_allow_list_and_a_planted_pickle_never_runs(tmp_path, monkeypatch):
+    from mmengine.runner.checkpoint import CheckpointLoader
+
+    from benchmark.errors import CheckpointError
+
+    monkeypatch.setattr(workdir, "_OWN_DIRS", [])
+    planted = tmp_path / "work" / "iter_20.pth"
+    planted.parent.mkdir()
+    torch.save({"meta": {}, "state_dict": _Planted(tmp_path / "pwned")}, planted)
+    workdir.trust_work_dir(planted.parent)
+    with pytest.raises(CheckpointError, match="not a checkpoint this suite wrote.*posix.system"):
+        CheckpointLoader.load_checkpoint(str(planted), map_location="cpu")
+    assert not (tmp_path / "pwned").exists()
+
+
 def test_only_files_inside_a_trusted_work_dir_are_unpickled(tmp_path, monkeypatch):
     from mmengine.runner.checkpoint import CheckpointLoader
 
-    monkeypatch.setattr(workdir, "_TRUSTED_DIRS", [])
+    monkeypatch.setattr(workdir, "_OWN_DIRS", [])
     own, user = tmp_path / "work" / "iter_1.pth", tmp_path / "user.pth"
     own.parent.mkdir()
     for p in (own, user):

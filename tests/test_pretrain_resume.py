@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmark.workdir import load_own_checkpoint
 from tests.test_pretrain_train import REPO, env, train
 
 pytestmark = pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists(),
@@ -53,7 +54,7 @@ def test_kill_and_resume_continues_from_last_checkpoint(tmp_path):
     # the second run did only the remaining iterations: its log's first train line is past the checkpoint
     first_logged = next(int(line.split("[")[1].split("/")[0]) for line in out.splitlines() if "Iter(train) [" in line)
     assert killed_at < first_logged <= killed_at + 20
-    ckpt = torch.load(wd / "iter_120.pth", map_location="cpu", weights_only=False)
+    ckpt = load_own_checkpoint(wd / "iter_120.pth", map_location="cpu")
     assert ckpt["meta"]["iter"] == 120
     # the lr schedule continued where it stopped: every logged lr is the unbroken schedule's value
     from pretrain.engine import SimMIMLR

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from benchmark.checkpoint import load_backbone
+from benchmark.workdir import load_own_checkpoint
 from pretrain.data import FASHION_MNIST_ROOT
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,7 +52,7 @@ def test_tiny_vit_learns_on_fashion_mnist(tmp_path):
     # the exported backbone is the trained encoder, loaded with 100 % coverage
     backbone = load_backbone(tmp_path / "mim.pth").eval()
     assert backbone.coverage.complete and backbone.mim_meta["method"] == "simmim"
-    ckpt = torch.load(wd / "iter_300.pth", map_location="cpu", weights_only=False)
+    ckpt = load_own_checkpoint(wd / "iter_300.pth", map_location="cpu")
     enc = {k[len("simmim.encoder."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("simmim.encoder.")}
     assert set(enc) == set(backbone.state_dict())
     assert all(torch.equal(enc[k], v) for k, v in backbone.state_dict().items())
@@ -86,7 +87,7 @@ def test_nan_loss_stops_with_clear_message_and_keeps_last_checkpoint(tmp_path):
                           f"last good checkpoint: {wd / 'iter_20.pth'}"), err
     assert "Traceback" not in res.stderr
     assert not (wd / "iter_30.pth").exists() and not (wd / "mim.pth").exists()
-    ckpt = torch.load(wd / "iter_20.pth", map_location="cpu", weights_only=False)
+    ckpt = load_own_checkpoint(wd / "iter_20.pth", map_location="cpu")
     assert ckpt["meta"]["iter"] == 20
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
 
