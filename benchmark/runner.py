@@ -8,10 +8,12 @@ results DB in one transaction and to ``<work-dir>/<sha12>/<task>/<preset>-subset
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import importlib.metadata
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -194,20 +196,24 @@ def check_overrides(spec: TaskSpec, preset: str, overrides: dict) -> dict:
     return registry.load_adapter(spec).resolve_params(spec, preset, overrides)
 
 
-def _run_worker(job: dict, progress: Progress) -> tuple[int, str]:
-    """Run the worker; stream its progress; return (exit code, last error line)."""
+def _run_worker(job: dict, progress: Progress, keep_fds: tuple[int, ...] = ()) -> tuple[int, str]:
+    """Run the worker (it inherits ``keep_fds``: the result's lock); stream its progress into ``worker.log``, which
+    keeps every attempt (appended, flushed line by line); return (exit code, last error line)."""
     job_path = Path(job["job_path"])
     job_path.write_text(json.dumps(job, indent=2))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if not str(job["device"]).startswith("cuda"):
         env["CUDA_VISIBLE_DEVICES"] = ""  # --device cpu means CPU even where mmengine would pick a GPU
     last_error = ""
-    with open(job["log"], "w") as log:
-        proc = subprocess.Popen(worker_command(job), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO, start_new_session=True)
+    with open(job["log"], "a") as log:
+        log.write(f"===== attempt started {time.strftime('%Y-%m-%d %H:%M:%S')} by pid {os.getpid()} =====\n")
+        log.flush()
+        proc = subprocess.Popen(worker_command(job), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=env, cwd=REPO, start_new_session=True, pass_fds=keep_fds)
         try:
             for line in proc.stdout:
                 log.write(line)
+                log.flush()
                 if line.startswith(PROGRESS):
                     parts = line.split(maxsplit=2)
                     progress.update(float(parts[1]), parts[2].strip() if len(parts) > 2 else "")
@@ -277,48 +283,89 @@ def run(opts: RunOptions) -> list[Outcome]:
                 progress.end(f"{spec.name} seed {seed}: skipped, already done (--force re-runs it)")
                 continue
             run_dir = work_dir / sha[:12] / spec.name / f"{_safe(opts.preset_label)}-subset{opts.subset}-seed{seed}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            job = {"task": spec.name, "ckpt": str(Path(opts.ckpt).resolve()), "ckpt_sha256": sha,
-                   "data_root": opts.data_root, "mini": opts.mini, "mini_dir": str(work_dir.resolve() / "mini_data"),
-                   "preset": opts.preset, "overrides": opts.overrides, "subset": int(opts.subset), "seed": int(seed),
-                   "nproc": int(opts.nproc), "launcher": opts.launcher,
-                   "work_dir": str(run_dir.resolve()), "cache_dir": str(work_dir.resolve() / "cache"),
-                   "device": opts.device, "allow_partial": opts.allow_partial, "debug": opts.debug,
-                   "result_path": str(run_dir.resolve() / "result.json"), "log": str(run_dir.resolve() / "worker.log"),
-                   "job_path": str(run_dir.resolve() / "job.json")}
-            info = RunInfo(key=key, ckpt_path=str(Path(opts.ckpt).resolve()), ckpt_label=label,
-                           arch=ckpt.meta.get("arch", ""), method=ckpt.meta.get("method", ""), suite=spec.suite,
-                           task_version=spec.version, config_hash=_config_hash(spec, opts),
-                           data_root=opts.data_root or ("mini" if opts.mini else ""), data_fingerprint="",
-                           packages=versions, git_sha=commit, device=opts.device, started_at=time.time(),
-                           finished_at=0.0, wall_s=0.0)
-            Path(job["result_path"]).unlink(missing_ok=True)
-            progress.start(f"{spec.name} seed {seed}")
-            try:
-                code, error = _run_worker(job, progress)
-            except KeyboardInterrupt:
-                info.finished_at = time.time()
-                info.wall_s = info.finished_at - info.started_at
-                store.record_failure(info, "interrupted")
-                outcomes.append(Outcome(spec.name, seed, "interrupted", "interrupted", wall_s=info.wall_s))
-                raise
-            info.finished_at = time.time()
-            info.wall_s = info.finished_at - info.started_at
-            if code == 0:
-                result = json.loads(Path(job["result_path"]).read_text())
-                info.data_root, info.data_fingerprint = result["data_root"], result["data_fingerprint"]
-                try:
-                    store.record_success(info, result["metrics"], {m.name: m.direction for m in spec.metrics})
-                except BenchmarkError as exc:  # e.g. a NaN metric: a failed task, not a failed suite
-                    code, error = 1, str(exc)
-            if code == 0:
-                shown = ", ".join(f"{k}={v:.4g}" for k, v in result["metrics"].items())
-                outcomes.append(Outcome(spec.name, seed, "ok", shown, result["metrics"], info.wall_s))
-                progress.end(f"{spec.name} seed {seed}: ok in {info.wall_s:.1f}s  {shown}")
-            else:
-                store.record_failure(info, error)
-                outcomes.append(Outcome(spec.name, seed, "failed", error, wall_s=info.wall_s))
-                progress.end(f"{spec.name} seed {seed}: FAILED in {info.wall_s:.1f}s: {error} (log: {job['log']})")
+            with claim(run_dir) as (holder, lock_fd):
+                if holder is not None:
+                    outcomes.append(Outcome(spec.name, seed, "skipped", f"running in {holder}"))
+                    progress.end(f"{spec.name} seed {seed}: skipped, another benchmark process is running it "
+                                 f"({holder}); re-run this command when it has finished")
+                    continue
+                if not opts.force and store.is_done(key):  # finished by another process since the check above
+                    outcomes.append(Outcome(spec.name, seed, "skipped", "already done (--force re-runs)"))
+                    progress.end(f"{spec.name} seed {seed}: skipped, already done (--force re-runs it)")
+                    continue
+                if opts.force and run_dir.exists():  # a fresh attempt; the old one is kept as history
+                    run_dir.rename(run_dir.with_name(f"{run_dir.name}.attempt-{time.strftime('%Y%m%d-%H%M%S')}-"
+                                                     f"{os.getpid()}"))
+                outcomes.append(_attempt(spec, seed, key, run_dir, opts, store, progress, lock_fd,
+                                         ckpt_meta=ckpt.meta, sha=sha, label=label, versions=versions,
+                                         commit=commit, work_dir=work_dir))
     finally:
         progress.close()
     return outcomes
+
+
+@contextlib.contextmanager
+def claim(run_dir: Path):
+    """Hold ``.<run dir>.lock`` (beside the run dir) while one result is produced: yields (None, fd) to the owner,
+    (who holds it, None) when another process does. An flock dies with its holders (this runner and the worker,
+    which inherits the descriptor), so a killed run never leaves a stale lock behind."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.parent / f".{run_dir.name}.lock", "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+        else:
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+            fh.flush()
+            holder = None
+        yield holder, (fh.fileno() if holder is None else None)
+
+
+def _attempt(spec: TaskSpec, seed: int, key: RunKey, run_dir: Path, opts: RunOptions, store: ResultStore,
+             progress: Progress, lock_fd: int, *, ckpt_meta: dict, sha: str, label: str, versions: dict,
+             commit: str, work_dir: Path) -> Outcome:
+    """One attempt at one result, in ``run_dir``: the worker subprocess, then the DB row (ok or failed)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    job = {"task": spec.name, "ckpt": str(Path(opts.ckpt).resolve()), "ckpt_sha256": sha,
+           "data_root": opts.data_root, "mini": opts.mini, "mini_dir": str(work_dir.resolve() / "mini_data"),
+           "preset": opts.preset, "overrides": opts.overrides, "subset": int(opts.subset), "seed": int(seed),
+           "nproc": int(opts.nproc), "launcher": opts.launcher, "code_version": commit,
+           "work_dir": str(run_dir.resolve()), "cache_dir": str(work_dir.resolve() / "cache"),
+           "device": opts.device, "allow_partial": opts.allow_partial, "debug": opts.debug,
+           "result_path": str(run_dir.resolve() / "result.json"), "log": str(run_dir.resolve() / "worker.log"),
+           "job_path": str(run_dir.resolve() / "job.json")}
+    info = RunInfo(key=key, ckpt_path=str(Path(opts.ckpt).resolve()), ckpt_label=label,
+                   arch=ckpt_meta.get("arch", ""), method=ckpt_meta.get("method", ""), suite=spec.suite,
+                   task_version=spec.version, config_hash=_config_hash(spec, opts),
+                   data_root=opts.data_root or ("mini" if opts.mini else ""), data_fingerprint="",
+                   packages=versions, git_sha=commit, device=opts.device, started_at=time.time(),
+                   finished_at=0.0, wall_s=0.0)
+    Path(job["result_path"]).unlink(missing_ok=True)
+    progress.start(f"{spec.name} seed {seed}")
+    try:
+        code, error = _run_worker(job, progress, keep_fds=(lock_fd,))
+    except KeyboardInterrupt:
+        info.finished_at = time.time()
+        info.wall_s = info.finished_at - info.started_at
+        store.record_failure(info, "interrupted")
+        raise
+    info.finished_at = time.time()
+    info.wall_s = info.finished_at - info.started_at
+    if code == 0:
+        result = json.loads(Path(job["result_path"]).read_text())
+        info.data_root, info.data_fingerprint = result["data_root"], result["data_fingerprint"]
+        try:
+            store.record_success(info, result["metrics"], {m.name: m.direction for m in spec.metrics})
+        except BenchmarkError as exc:  # e.g. a NaN metric: a failed task, not a failed suite
+            code, error = 1, str(exc)
+    if code == 0:
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in result["metrics"].items())
+        progress.end(f"{spec.name} seed {seed}: ok in {info.wall_s:.1f}s  {shown}")
+        return Outcome(spec.name, seed, "ok", shown, result["metrics"], info.wall_s)
+    store.record_failure(info, error)
+    progress.end(f"{spec.name} seed {seed}: FAILED in {info.wall_s:.1f}s: {error} (log: {job['log']})")
+    return Outcome(spec.name, seed, "failed", error, wall_s=info.wall_s)

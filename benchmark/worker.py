@@ -89,7 +89,8 @@ def run_job(job: dict) -> dict:
     ctx = RunContext(spec=spec, ckpt=Path(job["ckpt"]), ckpt_sha256=job["ckpt_sha256"], data_root=root,
                      preset=job["preset"], params=params, seed=job["seed"],
                      subset=job["subset"], work_dir=Path(job["work_dir"]), cache_dir=Path(job["cache_dir"]),
-                     device=job["device"], allow_partial=job["allow_partial"], progress=_progress)
+                     device=job["device"], allow_partial=job["allow_partial"], progress=_progress,
+                     code_version=job.get("code_version", ""))
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     adapter = adapter_cls(ctx)
     metrics = adapter.finish(adapter.run())

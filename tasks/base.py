@@ -103,6 +103,7 @@ class RunContext:
     cache_dir: Path  # shared between runs: feature caches keyed by checkpoint / data / transform
     device: str = "cpu"
     allow_partial: bool = False
+    code_version: str = ""  # the suite's git commit: an interrupted run resumes only under the same code
     progress: Callable[[float, str], None] = field(default=lambda frac, msg="": None)
 
     def load_backbone(self, **overrides: Any):

@@ -25,8 +25,9 @@ The base owns, once, for every task:
 * AdamW with layer-wise lr decay (``MIMLayerDecayOptimWrapperConstructor``), weight decay, gradient clipping, drop
   path; AMP (bf16 where supported, else fp16) on CUDA;
 * checkpoints in the run's work dir every ``checkpoint_interval`` iterations and automatic resume of an identical
-  interrupted run (config hash in ``task_config.sha``; the suite's own checkpoints are trusted, a user's
-  ``--ckpt`` never is); the stop on a non-finite loss; progress reports; the log line; ``export_backbone``;
+  interrupted run (``task_config.sha``: a digest of the model config, parameters, subset, data files and
+  fingerprint, task version and the suite's git commit; the checkpoints load ``weights_only`` with an allow-list,
+  see benchmark/workdir.py); the stop on a non-finite loss; progress reports; the log line; ``export_backbone``;
   ``extra`` (training-set size, iterations, total batch, lr);
 * distributed data parallel: under ``torchrun`` (or Slurm) the worker initialises the process group before the
   Runner is built (gloo on CPU, nccl on GPU); the Runner's launcher is then 'pytorch' and it only wraps the model.
@@ -49,6 +50,7 @@ import torch
 from mmengine.hooks import Hook
 
 from benchmark.checkpoint import load_canonical, save_canonical
+from benchmark.data import fingerprint
 from benchmark.distributed import rank, world_size
 from benchmark.errors import BenchmarkError, DataError, TaskFailed
 from benchmark.workdir import trust_work_dir
@@ -188,7 +190,8 @@ class TrainedTask(TaskAdapter):
             checkpoint_interval=int(self.p["checkpoint_interval"] or max(100, plan.max_iters // 10)),
             test_dataloader=self._eval_loader(first, data), test_evaluator=first.evaluator,
             report=ctx.progress, train_share=self.train_share,
-            digest_of=dict(model=model, params=self.p, subset=ctx.subset, data=data.digest))
+            digest_of=dict(model=model, params=self.p, subset=ctx.subset, data=data.digest, version=ctx.spec.version,
+                           data_fingerprint=fingerprint(ctx.spec, ctx.data_root), code=ctx.code_version))
         runner.logger.info(f"{ctx.spec.name}: {data.summary or f'{len(data.train)} training samples'}, "
                            f"{plan.max_iters} iterations ({plan.iters_per_epoch}/epoch), total batch "
                            f"{plan.total_batch}, lr {plan.lr:.3g}, world size {plan.world}")

@@ -217,6 +217,43 @@ def test_a_planted_pickle_in_a_run_dir_is_refused_without_running(tmp_path, tiny
             return os.system, (f"touch {marker}",)
 
     torch.save({"meta": {}, "state_dict": Planted()}, ckpt)
-    out = run_cli(*args, "--force")  # the run dir's stamp matches: the Runner resumes from the planted file
+    args[args.index("--db") + 1] = tmp_path / "other.db"  # not done there: the same run dir, its stamp matches,
+    out = run_cli(*args)                                   # so the Runner resumes from the planted file
     assert out.returncode == 1 and not marker.exists(), out.stderr
     assert "is not a checkpoint this suite wrote" in out.stderr and "posix.system" in out.stderr
+
+
+def test_force_retrains_from_iteration_0_and_keeps_the_old_attempt(tmp_path, tiny_vit_ckpt):
+    args = ["run", "--ckpt", tiny_vit_ckpt, "--tasks", "nyu_depth", "--data", "mini", "--set", "iters=2",
+            "--work-dir", tmp_path / "wd", "--db", tmp_path / "r.db"]
+    assert run_cli(*args).returncode == 0
+    forced = run_cli(*args, "--force")
+    assert forced.returncode == 0, forced.stderr
+    (task_dir,) = (tmp_path / "wd").rglob("nyu_depth")
+    current = task_dir / "ci+iters=2-subset0-seed0"
+    old = [p for p in task_dir.iterdir() if p.name.startswith("ci+iters=2-subset0-seed0.attempt-")]
+    assert len(old) == 1 and (old[0] / "result.json").exists() and (current / "result.json").exists()
+    log = (current / "worker.log").read_text()
+    assert "resumed" not in log.lower() and (current / "runner" / "iter_2.pth").exists()  # trained from iteration 0
+    with sqlite3.connect(tmp_path / "r.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM runs WHERE task='nyu_depth' AND status='ok'").fetchone()[0] == 2
+
+
+def test_two_identical_runs_at_once_train_each_result_once(tmp_path, tiny_vit_ckpt):
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    cmd = [sys.executable, "-m", "benchmark.cli", "run", "--ckpt", str(tiny_vit_ckpt), "--tasks", "nyu_depth",
+           "--data", "mini", "--set", "iters=30", "--work-dir", str(tmp_path / "wd"), "--db", str(tmp_path / "r.db")]
+    procs = [subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    errs = "".join(err for _, err in outs)
+    assert "another benchmark process is running it" in errs or "skipped, already done" in errs, errs
+    with sqlite3.connect(tmp_path / "r.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM runs WHERE task='nyu_depth'").fetchone()[0] == 1
+    (log,) = (tmp_path / "wd").rglob("nyu_depth/*/worker.log")
+    assert log.read_text().count("===== attempt started") == 1
