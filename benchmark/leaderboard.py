@@ -95,6 +95,7 @@ def build(results: pd.DataFrame | None, specs: dict[str, TaskSpec], suite: str |
     known = {(t, m.name): c for c, t, m in mcols}
     rows: list[dict] = []
     std: dict[tuple, dict[str, float]] = {}
+    counts: dict[tuple, dict[str, int]] = {}  # seeds per cell: a row's cells may rest on different seed counts
 
     if results is not None and len(results):
         need = {"ckpt_sha256", "task", "preset", "subset", "seed", "metric", "value"}
@@ -120,6 +121,7 @@ def build(results: pd.DataFrame | None, specs: dict[str, TaskSpec], suite: str |
                 row[col] = float(vals.mean())
                 if len(vals) >= 2:
                     cell_std[col] = float(vals.std(ddof=1))
+            counts[(row["sha256"], row["preset"], row["subset"])] = grp.groupby("column")["seed"].nunique().to_dict()
             rows.append(row)
             if cell_std:
                 std[(row["sha256"], row["preset"], row["subset"])] = cell_std
@@ -159,7 +161,7 @@ def build(results: pd.DataFrame | None, specs: dict[str, TaskSpec], suite: str |
         table[c] = table[c].astype("float64")
     column_suite = {c: suite_of[c] for c in present}
     column_suite.update({name: sname for name, (sname, _) in summary.items()})
-    table.attrs = {"suite": suite, "std": std, "sources": sources, "column_suite": column_suite}
+    table.attrs = {"suite": suite, "std": std, "sources": sources, "column_suite": column_suite, "counts": counts}
     return table
 
 
@@ -233,10 +235,17 @@ def render_markdown(table: pd.DataFrame, title: str | None = None) -> str:
     sections: dict[str, list[str]] = {}
     for c in metric_cols:
         sections.setdefault(column_suite.get(c, ""), []).append(c)
-    lines = [f"# {title}", "",
-             "↑ higher is better, ↓ lower is better; a cell is the mean over seeds (± std with ≥ 2 seeds); "
-             "'mean rank' ranks the measured rows of one preset and subset (1 = best). "
-             "Rows marked (reported) are the paper's numbers, not scores of this suite.", ""]
+    legend = ["↑ higher is better, ↓ lower is better; a cell is the mean over seeds (± std with ≥ 2 seeds); "
+              "`seeds` is the most seeds any cell of the row rests on, and a cell resting on fewer says so, e.g. "
+              "`24.00 (n=1)`."]
+    if any(c.endswith(RANK_SUFFIX) for c in metric_cols):
+        legend.append("'mean rank' ranks the measured rows of one preset and subset per task (1 = best) and averages "
+                      "the ranks over the suite's tasks.")
+    legend.append("— : no value (the task has no result for this row; a suite column is filled only when every task "
+                  "of the suite has one; reported rows have no seed count).")
+    if (table.get("kind") == "reported").any() if len(table) else False:
+        legend.append("Rows marked (reported) are the paper's numbers, not scores of this suite.")
+    lines = [f"# {title}", "", " ".join(legend), ""]
     any_reported = False
     for name, cols in sections.items():
         rows = table[table[cols].notna().any(axis=1)] if len(table) else table
@@ -254,14 +263,16 @@ def render_markdown(table: pd.DataFrame, title: str | None = None) -> str:
 
 
 def _markdown_table(table: pd.DataFrame, cols: list[str], attrs: dict) -> tuple[list[str], bool]:
-    std = attrs.get("std", {})
+    std, counts = attrs.get("std", {}), attrs.get("counts", {})
     lines = ["| " + " | ".join(_cell(c) for c in cols) + " |",
              "|" + "|".join("---" if c in ID_COLUMNS[:5] else "---:" for c in cols) + "|"]
     any_reported = False
     for _, row in table.iterrows():
         reported = row.get("kind") == "reported"
         any_reported |= reported
-        key_std = std.get((row.get("sha256"), row.get("preset"), row.get("subset")), {}) if not reported else {}
+        key = (row.get("sha256"), row.get("preset"), row.get("subset"))
+        key_std = std.get(key, {}) if not reported else {}
+        key_n = counts.get(key, {}) if not reported else {}
         cells = []
         for c in cols:
             v = row[c]
@@ -275,6 +286,8 @@ def _markdown_table(table: pd.DataFrame, cols: list[str], attrs: dict) -> tuple[
                 text = _fmt(v)
                 if c in key_std and not pd.isna(v):
                     text += " ± " + _fmt_like(key_std[c], v)
+                if c in key_n and not pd.isna(row.get("seeds")) and key_n[c] < int(row["seeds"]):
+                    text += f" (n={key_n[c]})"
                 cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
     return lines, any_reported

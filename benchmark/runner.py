@@ -8,9 +8,11 @@ results DB in one transaction and to ``<work-dir>/<sha12>/<task>/<preset>-subset
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import importlib.metadata
 import json
+import math
 import os
 import signal
 import socket
@@ -22,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import checkpoint, data
-from .errors import BenchmarkError
+from .errors import BenchmarkError, TaskFailed
 from .registry import TaskSpec
 from .store import ResultStore, RunInfo, RunKey
 from .worker import PROGRESS
@@ -196,6 +198,36 @@ def check_overrides(spec: TaskSpec, preset: str, overrides: dict) -> dict:
     return registry.load_adapter(spec).resolve_params(spec, preset, overrides)
 
 
+def _finished_result(job: dict) -> dict | None:
+    """The result.json a finished attempt of exactly this job left behind, if any (None when absent, partial or
+    of another job)."""
+    path = Path(job["result_path"])
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    same = ("task", "ckpt_sha256", "preset", "overrides", "subset", "seed")
+    old = result.get("job", {}) if isinstance(result, dict) else {}
+    metrics = result.get("metrics")
+    if not all(old.get(k) == job.get(k) for k in same) or not isinstance(metrics, dict) or not metrics:
+        return None
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in metrics.values()):
+        return None  # a run that produced no valid score runs again
+    return result
+
+
+def _store_success(store: ResultStore, info: RunInfo, spec: TaskSpec, result: dict, job: dict) -> None:
+    """The DB row of a finished attempt; if the DB cannot be written, stop with one line (the result is kept)."""
+    try:
+        store.record_success(info, result["metrics"], {m.name: m.direction for m in spec.metrics})
+    except TaskFailed:
+        raise
+    except BenchmarkError as exc:
+        raise BenchmarkError(f"{exc.problem}; the finished result is kept in {job['result_path']}",
+                             "make the DB writable (free disk space), then re-run the same command: it stores the "
+                             "kept result without re-running the task") from exc
+
+
 def _run_worker(job: dict, progress: Progress, keep_fds: tuple[int, ...] = ()) -> tuple[int, str]:
     """Run the worker (it inherits ``keep_fds``: the result's lock); stream its progress into ``worker.log``, which
     keeps every attempt (appended, flushed line by line); return (exit code, last error line)."""
@@ -344,23 +376,37 @@ def _attempt(spec: TaskSpec, seed: int, key: RunKey, run_dir: Path, opts: RunOpt
                    data_root=opts.data_root or ("mini" if opts.mini else ""), data_fingerprint="",
                    packages=versions, git_sha=commit, device=opts.device, started_at=time.time(),
                    finished_at=0.0, wall_s=0.0)
-    Path(job["result_path"]).unlink(missing_ok=True)
+    kept = _finished_result(job)
+    if kept is not None:  # finished earlier, but its DB write failed (e.g. a full disk): store it, do not re-run
+        info.started_at = info.finished_at = Path(job["result_path"]).stat().st_mtime
+        info.data_root, info.data_fingerprint = kept["data_root"], kept["data_fingerprint"]
+        info.extra = dict(kept.get("extra") or {})
+        _store_success(store, info, spec, kept, job)
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in kept["metrics"].items())
+        progress.end(f"{spec.name} seed {seed}: ok, stored from the kept {job['result_path']}  {shown}")
+        return Outcome(spec.name, seed, "ok", shown, kept["metrics"])
     progress.start(f"{spec.name} seed {seed}")
     try:
+        Path(job["result_path"]).unlink(missing_ok=True)
         code, error = _run_worker(job, progress, keep_fds=(lock_fd,))
     except KeyboardInterrupt:
         info.finished_at = time.time()
         info.wall_s = info.finished_at - info.started_at
         store.record_failure(info, "interrupted")
         raise
+    except OSError as exc:  # the runner's own writes (log, job file) on a full or read-only disk
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise
+        code, error = 1, f"disk full: {exc.filename or run_dir} ({exc.strerror})"
     info.finished_at = time.time()
     info.wall_s = info.finished_at - info.started_at
     if code == 0:
         result = json.loads(Path(job["result_path"]).read_text())
         info.data_root, info.data_fingerprint = result["data_root"], result["data_fingerprint"]
+        info.extra = dict(result.get("extra") or {})
         try:
-            store.record_success(info, result["metrics"], {m.name: m.direction for m in spec.metrics})
-        except BenchmarkError as exc:  # e.g. a NaN metric: a failed task, not a failed suite
+            _store_success(store, info, spec, result, job)
+        except TaskFailed as exc:  # e.g. a NaN metric: a failed task, not a failed suite
             code, error = 1, str(exc)
     if code == 0:
         shown = ", ".join(f"{k}={v:.4g}" for k, v in result["metrics"].items())

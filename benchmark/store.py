@@ -31,12 +31,12 @@ import pandas as pd
 
 from .errors import BenchmarkError, TaskFailed
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs.extra (the adapter's facts about the run, JSON)
 BUSY_TIMEOUT_S = 60.0
 
 _KEY_COLS = ("ckpt_sha256", "task", "preset", "subset", "seed")
 _INFO_COLS = ("ckpt_path", "ckpt_label", "arch", "method", "suite", "task_version", "config_hash", "data_root",
-              "data_fingerprint", "packages", "git_sha", "device", "started_at", "finished_at", "wall_s")
+              "data_fingerprint", "packages", "git_sha", "device", "started_at", "finished_at", "wall_s", "extra")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS runs (
     finished_at      REAL,
     wall_s           REAL,
     status           TEXT    NOT NULL CHECK (status IN ('ok', 'failed')),
-    error            TEXT    NOT NULL DEFAULT ''
+    error            TEXT    NOT NULL DEFAULT '',
+    extra            TEXT    NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS runs_by_key ON runs (ckpt_sha256, task, preset, subset, seed, status);
 CREATE TABLE IF NOT EXISTS results (
@@ -121,13 +122,14 @@ class RunInfo:
     started_at: float = 0.0
     finished_at: float = 0.0
     wall_s: float = 0.0
+    extra: dict = field(default_factory=dict)  # e.g. unreadable images skipped, iterations, prediction files
 
     def row(self) -> tuple:
         vals = []
         for col in _INFO_COLS:
             v = getattr(self, col)
-            if col == "packages":
-                v = json.dumps(dict(v or {}), sort_keys=True)
+            if col in ("packages", "extra"):
+                v = json.dumps(dict(v or {}), sort_keys=True, default=str)
             elif col in ("started_at", "finished_at", "wall_s"):
                 v = None if v is None else float(v)
             else:
@@ -214,7 +216,10 @@ class ResultStore:
                 try:
                     version = conn.execute("PRAGMA user_version").fetchone()[0]  # another process may have won
                     self._check_version(version)
-                    if version == 0:
+                    if version == 1:  # v1 -> v2: the extra column
+                        conn.execute("ALTER TABLE runs ADD COLUMN extra TEXT NOT NULL DEFAULT '{}'")
+                        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    elif version == 0:
                         foreign = [r[0] for r in conn.execute(
                             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
                         if foreign:
@@ -236,9 +241,6 @@ class ResultStore:
             raise BenchmarkError(
                 f"results DB {self.path} has schema version {version}, newer than this benchmark's "
                 f"({SCHEMA_VERSION})", "upgrade the benchmark (git pull && make setup) or use another --db")
-        if 0 < version < SCHEMA_VERSION:  # no older version exists yet; migrations go here
-            raise BenchmarkError(f"results DB {self.path} has an old schema version {version}",
-                                 "move it away and re-run, or migrate it")
 
     # -- writes -----------------------------------------------------------------------------------------------
     def record_success(self, info: RunInfo, metrics: dict[str, float], directions: dict[str, str]) -> int:
@@ -312,5 +314,6 @@ class ResultStore:
             rows = conn.execute(f"SELECT {', '.join(cols)} FROM runs ORDER BY id").fetchall()
         df = pd.DataFrame(rows, columns=RUN_COLUMNS)
         df["packages"] = [json.loads(p) for p in df["packages"]]
+        df["extra"] = [json.loads(e) for e in df["extra"]]
         return df.astype({"run_id": "int64", "subset": "int64", "seed": "int64", "started_at": "float64",
                           "finished_at": "float64", "wall_s": "float64"})

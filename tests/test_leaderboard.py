@@ -152,7 +152,10 @@ def test_markdown_content(table, tmp_path):
     row_a = next(line for line in geo if line.startswith("| ckpt-A "))
     sem = lines[lines.index("## semantic"):lines.index("## geometric")]
     assert "80.00 ± 1.00" in next(line for line in sem if line.startswith("| ckpt-A ")), "mean ± std with 3 seeds"
-    assert "| 0.300 |" in row_a and "| 1.833 |" in row_a, "3 decimals below 10"
+    assert "| 0.300 (n=1) |" in row_a and "| 1.833 |" in row_a, "3 decimals below 10"
+    assert "| 3 |" in row_a and "| 70.00 (n=1) |" in row_a, "ckpt-A has 3 seeds of sa/top1, 1 of the geometric tasks"
+    assert "(n=" not in next(line for line in sem if line.startswith("| ckpt-A ")).split("80.00 ± 1.00")[1][:3]
+    assert "— : no value" in text and "'mean rank' ranks" in text
     row_b = next(line for line in geo if line.startswith("| ckpt-B "))
     assert "±" not in row_b
     assert any(line.startswith("| Paper-MIM (reported) ") for line in lines)

@@ -161,6 +161,10 @@ def test_corrupt_images_are_skipped_and_counted_until_the_threshold(dtd_copy, tm
     (dtd_copy / "images" / train[0]).write_bytes(b"not a jpeg")  # 1 of 300: skipped, counted
     out = _run_real(tiny_vit_ckpt, dtd_copy.parent, tmp_path)
     assert out.returncode == 0, out.stdout + out.stderr
+    from benchmark.store import ResultStore
+
+    (extra,) = [e for e in ResultStore(tmp_path / "r.db").runs()["extra"] if e]
+    assert extra["unreadable_train"] == 1 and extra["unreadable_test"] == 0  # stored with the result
     for name in train[1:20]:  # 20 of 300 > 1%: the dataset is broken
         (dtd_copy / "images" / name).write_bytes(b"")
     out = run_cli("run", "--ckpt", tiny_vit_ckpt, "--tasks", "k12_dtd", "--data-root", dtd_copy.parent,

@@ -104,9 +104,11 @@ def test_multilabel_map11_beats_random_scores(tmp_path, tiny_vit_ckpt):
 def test_mean_per_class_acc_leaves_unreadable_test_images_out(tmp_path, tiny_vit_ckpt, caplog):
     test = on_disk(single_label(120, 1), tmp_path / "test", corrupt=1)
     with caplog.at_level(logging.WARNING):
-        out = finetune(context(tmp_path, tiny_vit_ckpt, iters=30), single_label(64, 0), test,
-                          "mean_per_class_acc")
+        task = ft.SemanticFinetune(context(tmp_path, tiny_vit_ckpt, iters=30), single_label(64, 0), test,
+                                   "mean_per_class_acc")
+        out = task.run()
     assert set(out) == {"top1", "mean_per_class_acc"} and out["mean_per_class_acc"] > 40
+    assert task.extra["unreadable_test"] == 1  # stored with the result
     assert "1 of 120 test images could not be decoded" in caplog.text
 
 

@@ -167,3 +167,20 @@ def test_two_concurrent_writers_lose_nothing(tmp_path):
         mine = res[res["task"] == f"task{w}"]
         assert sorted(set(mine["seed"])) == [i for i in range(N_PER_WRITER) if i % 10 != 9]
         assert set(mine["run_id"]) <= set(runs["run_id"])
+
+
+def test_extra_is_stored_and_a_v1_db_is_migrated(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    store = ResultStore(db)
+    with sqlite3.connect(db) as conn:  # make it a v1 DB: no extra column
+        conn.execute("ALTER TABLE runs DROP COLUMN extra")
+        conn.execute("PRAGMA user_version = 1")
+    store = ResultStore(db)
+    info = RunInfo(key=RunKey("a" * 64, "t", "ci", 0, 0), extra={"unreadable_test": 2})
+    store.record_success(info, {"m": 1.0}, {"m": "up"})
+    runs = store.runs()
+    assert runs.iloc[-1]["extra"] == {"unreadable_test": 2}
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2

@@ -134,6 +134,7 @@ class SemanticTask(TaskAdapter):
 
         feats, kept, hit = probe.cached_extract(ctx.cache_dir / "features", key, compute)
         self.extra[f"features_{which}"] = "cache" if hit else "extracted"
+        self.extra[f"unreadable_{which}"] = len(split) - len(kept)  # skipped images, stored with the result
         return feats, kept
 
     def linear_probe(self, train: Split, test: Split) -> dict[str, float]:

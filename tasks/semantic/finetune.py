@@ -216,7 +216,7 @@ class FinetuneMetric(BaseMetric):
         if len(valid) < len(results):
             log.warning("%d of %d test images could not be decoded and are left out of the score",
                         len(results) - len(valid), len(results))
-        return score(self.metric, valid)
+        return {**score(self.metric, valid), "unreadable": float(len(results) - len(valid))}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -304,7 +304,9 @@ class SemanticFinetune(mm.TrainedTask):
                     smoothing=float(p["smoothing"]), mixup=float(p["mixup"]), cutmix=float(p["cutmix"]))
 
     def metrics(self, results: dict[str, dict[str, float]]) -> dict[str, float]:
-        return {k: float(v) for k, v in results["test"].items()}
+        out = {k: float(v) for k, v in results["test"].items()}
+        self.extra["unreadable_test"] = int(out.pop("unreadable"))  # left out of the score, stored with it
+        return out
 
 
 def per_process_batch(batch_size: int, train_len: int, world: int, mixing: bool) -> int:
