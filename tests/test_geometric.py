@@ -217,8 +217,9 @@ def test_a_planted_pickle_in_a_run_dir_is_refused_without_running(tmp_path, tiny
             return os.system, (f"touch {marker}",)
 
     torch.save({"meta": {}, "state_dict": Planted()}, ckpt)
-    args[args.index("--db") + 1] = tmp_path / "other.db"  # not done there: the same run dir, its stamp matches,
-    out = run_cli(*args)                                   # so the Runner resumes from the planted file
+    (ckpt.parent.parent / "result.json").unlink()  # as if interrupted: the run dir's stamp matches, so the
+    args[args.index("--db") + 1] = tmp_path / "other.db"  # Runner resumes from the planted file
+    out = run_cli(*args)
     assert out.returncode == 1 and not marker.exists(), out.stderr
     assert "is not a checkpoint this suite wrote" in out.stderr and "posix.system" in out.stderr
 
