@@ -243,7 +243,7 @@ def render_markdown(table: pd.DataFrame, title: str | None = None) -> str:
                       "the ranks over the suite's tasks.")
     legend.append("— : no value (the task has no result for this row; a suite column is filled only when every task "
                   "of the suite has one; reported rows have no seed count).")
-    if (table.get("kind") == "reported").any() if len(table) else False:
+    if "kind" in table and (table["kind"] == "reported").any():
         legend.append("Rows marked (reported) are the paper's numbers, not scores of this suite.")
     lines = [f"# {title}", "", " ".join(legend), ""]
     any_reported = False

@@ -310,20 +310,22 @@ def run(opts: RunOptions) -> list[Outcome]:
     try:
         for spec, seed in plan:
             key = RunKey(sha, spec.name, opts.preset_label, int(opts.subset), int(seed))
+
+            def skip(detail: str, message: str, task: str = spec.name, seed: int = seed) -> None:
+                outcomes.append(Outcome(task, seed, "skipped", detail))
+                progress.end(f"{task} seed {seed}: skipped, {message}")
+
             if not opts.force and store.is_done(key):
-                outcomes.append(Outcome(spec.name, seed, "skipped", "already done (--force re-runs)"))
-                progress.end(f"{spec.name} seed {seed}: skipped, already done (--force re-runs it)")
+                skip("already done (--force re-runs)", "already done (--force re-runs it)")
                 continue
             run_dir = work_dir / sha[:12] / spec.name / f"{_safe(opts.preset_label)}-subset{opts.subset}-seed{seed}"
             with claim(run_dir) as (holder, lock_fd):
                 if holder is not None:
-                    outcomes.append(Outcome(spec.name, seed, "skipped", f"running in {holder}"))
-                    progress.end(f"{spec.name} seed {seed}: skipped, another benchmark process is running it "
-                                 f"({holder}); re-run this command when it has finished")
+                    skip(f"running in {holder}", f"another benchmark process is running it ({holder}); re-run this "
+                                                 "command when it has finished")
                     continue
                 if not opts.force and store.is_done(key):  # finished by another process since the check above
-                    outcomes.append(Outcome(spec.name, seed, "skipped", "already done (--force re-runs)"))
-                    progress.end(f"{spec.name} seed {seed}: skipped, already done (--force re-runs it)")
+                    skip("already done (--force re-runs)", "already done (--force re-runs it)")
                     continue
                 if opts.force and run_dir.exists():  # a fresh attempt; the old one is kept as history
                     run_dir.rename(run_dir.with_name(f"{run_dir.name}.attempt-{time.strftime('%Y%m%d-%H%M%S')}-"
