@@ -99,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--reference", nargs="?", const=str(REFERENCE_CSV), default=None, metavar="CSV",
                     help="add the paper's reported numbers as marked rows (default file: results/reference/paper.csv)")
 
+    co = sub.add_parser("collect", help="store the finished results of a work dir that the results DB lacks "
+                                        "(a failed DB write, a killed runner, jobs run elsewhere)")
+    co.add_argument("--work-dir", type=Path, default=Path("work_dirs"))
+    co.add_argument("--db", type=Path, default=Path(DEFAULT_DB))
+
     ck = sub.add_parser("check", help="compare the newest results with a baseline leaderboard CSV")
     ck.add_argument("--baseline", type=Path, required=True)
     ck.add_argument("--db", type=Path, default=Path(DEFAULT_DB))
@@ -228,17 +233,22 @@ def cmd_params(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from . import registry, runner
+    from . import registry
 
     specs = registry.resolve(tasks=args.tasks, suite=args.suite)
+    for spec in specs:  # bad --preset / --set values exit 2 before torch is even imported
+        if spec.implemented:
+            registry.resolve_params(spec, args.preset, dict(args.overrides))
+    if args.nproc < 1:
+        raise BenchmarkError(f"--nproc must be >= 1, got {args.nproc}", "e.g. --nproc 8 on an 8-GPU node")
+    from . import runner
+
     opts = runner.RunOptions(ckpt=args.ckpt, tasks=specs, seeds=args.seeds or None, preset=args.preset,
                              subset=args.subset, data_root=args.data_root, mini=args.data == "mini",
                              work_dir=args.work_dir, db=args.db, force=args.force, device=args.device,
                              label=args.name, allow_partial=args.allow_partial, explicit_tasks=bool(args.tasks),
                              debug=args.debug, overrides=dict(args.overrides), nproc=args.nproc,
                              launcher=args.launcher)
-    if args.nproc < 1:
-        raise BenchmarkError(f"--nproc must be >= 1, got {args.nproc}", "e.g. --nproc 8 on an 8-GPU node")
     outcomes = runner.run(opts)
     failed = [o for o in outcomes if o.status == "failed"]
     ok = sum(o.status == "ok" for o in outcomes)
@@ -352,12 +362,26 @@ def cmd_reproduce_analysis(args) -> int:
     return 0
 
 
+def cmd_collect(args) -> int:
+    from .collect import collect
+
+    found = collect(args.work_dir, args.db)
+    for c in found:
+        if c.status != "present":
+            print(f"{c.status}: {c.path}" + (f" ({c.detail})" if c.detail else ""))
+    counts = {s: sum(c.status == s for c in found) for s in ("stored", "present", "skipped")}
+    print(f"collected {args.work_dir}: {counts['stored']} stored, {counts['present']} already in {args.db}, "
+          f"{counts['skipped']} skipped")
+    return 0
+
+
 def _require_db(path: Path) -> None:
     if not Path(path).exists():
         raise BenchmarkError(f"results DB not found: {path}", "run `benchmark run` first or pass --db FILE")
 
 
-COMMANDS = {"list": cmd_list, "params": cmd_params, "run": cmd_run, "leaderboard": cmd_leaderboard, "check": cmd_check,
+COMMANDS = {"list": cmd_list, "params": cmd_params, "run": cmd_run, "collect": cmd_collect,
+            "leaderboard": cmd_leaderboard, "check": cmd_check,
             "convert": cmd_convert, "init": cmd_init, "inspect": cmd_inspect,
             "score-keypoints": cmd_score_keypoints, "convert-nyu": cmd_convert_nyu, "analyze": cmd_analyze,
             "reproduce-analysis": cmd_reproduce_analysis}

@@ -198,6 +198,13 @@ def resolve(tasks: str | None = None, suite: str | None = None,
     return [specs[n] for n in dict.fromkeys(names)]
 
 
+def resolve_params(spec: TaskSpec, preset: str, overrides: dict | None = None) -> dict:
+    """The run's parameters as the worker will resolve them: an unknown preset, an undeclared key or a value of the
+    wrong type is refused here, before anything runs. Adapter modules import their heavy libraries (torch,
+    mmengine) only when they run, so this takes a fraction of a second."""
+    return load_adapter(spec).resolve_params(spec, preset, overrides or {})
+
+
 def load_adapter(spec: TaskSpec):
     """Import the adapter class named ``module:Class`` only now, so listing tasks imports no heavy library."""
     if not spec.implemented:

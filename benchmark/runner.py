@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import checkpoint, data
+from . import checkpoint, data, registry
 from .errors import BenchmarkError, TaskFailed
 from .registry import TaskSpec
 from .store import ResultStore, RunInfo, RunKey
@@ -31,6 +31,8 @@ from .worker import PROGRESS
 
 PACKAGES = ("torch", "torchvision", "timm", "mmengine", "mmcv", "mmdet", "mmsegmentation", "mmpose", "numpy")
 REPO = Path(__file__).resolve().parent.parent
+JOB_INFO = ("ckpt_path", "ckpt_label", "arch", "method", "suite", "task_version", "config_hash", "packages", "git_sha",
+            "device")  # the RunInfo fields a job file carries
 
 
 @dataclass
@@ -56,10 +58,14 @@ class RunOptions:
 
     @property
     def preset_label(self) -> str:
-        """The preset as stored with results: overridden parameters make a different result identity."""
-        if not self.overrides:
-            return self.preset
-        return self.preset + "+" + ",".join(f"{k}={v}" for k, v in sorted(self.overrides.items()))
+        return preset_label(self.preset, self.overrides)
+
+
+def preset_label(preset: str, overrides: dict) -> str:
+    """The preset as stored with results: overridden parameters make a different result identity."""
+    if not overrides:
+        return preset
+    return preset + "+" + ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
 
 
 def seeds_for(spec: TaskSpec, opts: RunOptions, params: dict | None = None) -> list[int]:
@@ -190,14 +196,6 @@ def worker_command(job: dict) -> list[str]:
     return [sys.executable, *worker]
 
 
-def check_overrides(spec: TaskSpec, preset: str, overrides: dict) -> dict:
-    """The run's parameters as the worker will resolve them: an unknown preset, an undeclared key or a value of the
-    wrong type is refused here, before anything runs (the adapter class is imported, nothing is built)."""
-    from . import registry
-
-    return registry.load_adapter(spec).resolve_params(spec, preset, overrides)
-
-
 def _finished_result(job: dict) -> dict | None:
     """The result.json a finished attempt of exactly this job left behind, if any (None when absent, partial or
     of another job)."""
@@ -206,7 +204,7 @@ def _finished_result(job: dict) -> dict | None:
         result = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    same = ("task", "ckpt_sha256", "preset", "overrides", "subset", "seed")
+    same = ("task", "task_version", "ckpt_sha256", "preset", "overrides", "subset", "seed")
     old = result.get("job", {}) if isinstance(result, dict) else {}
     metrics = result.get("metrics")
     if not all(old.get(k) == job.get(k) for k in same) or not isinstance(metrics, dict) or not metrics:
@@ -229,8 +227,11 @@ def _store_success(store: ResultStore, info: RunInfo, spec: TaskSpec, result: di
 
 
 def _run_worker(job: dict, progress: Progress, keep_fds: tuple[int, ...] = ()) -> tuple[int, str]:
-    """Run the worker (it inherits ``keep_fds``: the result's lock); stream its progress into ``worker.log``, which
-    keeps every attempt (appended, flushed line by line); return (exit code, last error line)."""
+    """Run the worker (it inherits ``keep_fds``: the result's lock) and return (exit code, last error line).
+
+    The worker writes ``worker.log`` itself (its stdout and stderr are the file, appended: every attempt is kept,
+    under a header line), so its log survives this process being killed; the runner only follows the file for
+    progress and ``error:`` lines."""
     job_path = Path(job["job_path"])
     job_path.write_text(json.dumps(job, indent=2))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -240,31 +241,48 @@ def _run_worker(job: dict, progress: Progress, keep_fds: tuple[int, ...] = ()) -
     with open(job["log"], "a") as log:
         log.write(f"===== attempt started {time.strftime('%Y-%m-%d %H:%M:%S')} by pid {os.getpid()} =====\n")
         log.flush()
-        proc = subprocess.Popen(worker_command(job), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=env, cwd=REPO, start_new_session=True, pass_fds=keep_fds)
+        start = log.tell()
+        proc = subprocess.Popen(worker_command(job), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                                start_new_session=True, pass_fds=keep_fds)
+    try:
+        for line in _follow(Path(job["log"]), start, proc):
+            if line.startswith(PROGRESS):
+                parts = line.split(maxsplit=2)
+                progress.update(float(parts[1]), parts[2].strip() if len(parts) > 2 else "")
+            elif line.startswith("error: "):
+                last_error = line[len("error: "):].strip()
+        code = proc.wait()
+    except BaseException:
+        # Ctrl-C / SIGTERM of the runner: stop the worker's whole process group (torchrun children too).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
-            for line in proc.stdout:
-                log.write(line)
-                log.flush()
-                if line.startswith(PROGRESS):
-                    parts = line.split(maxsplit=2)
-                    progress.update(float(parts[1]), parts[2].strip() if len(parts) > 2 else "")
-                elif line.startswith("error: "):
-                    last_error = line[len("error: "):].strip()
-            code = proc.wait()
-        except BaseException:
-            # Ctrl-C / SIGTERM of the runner: stop the worker's whole process group (torchrun children too).
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-            raise
+                os.killpg(proc.pid, signal.SIGKILL)
+        raise
     if code < 0:
         last_error = f"killed by signal {signal.Signals(-code).name} (out of memory?)"
     return code, last_error or (f"exit code {code}" if code else "")
+
+
+def _follow(path: Path, offset: int, proc: subprocess.Popen, poll_s: float = 0.2):
+    """The complete lines written to ``path`` after ``offset`` while ``proc`` runs, then the rest."""
+    pending = ""
+    with open(path, errors="replace") as fh:
+        fh.seek(offset)
+        while True:
+            chunk = fh.read()
+            if chunk:
+                *lines, pending = (pending + chunk).split("\n")
+                yield from lines
+            elif proc.poll() is not None:
+                rest = pending + fh.read()
+                yield from rest.splitlines()
+                return
+            else:
+                time.sleep(poll_s)
 
 
 def _safe(label: str) -> str:
@@ -288,7 +306,7 @@ def run(opts: RunOptions) -> list[Outcome]:
             raise BenchmarkError("--device cuda was asked for but no CUDA device is visible", "use --device cpu")
     specs, skipped_unimplemented = _select(opts)
     # every task's parameters (preset, --set keys and types) before any data, checkpoint or training
-    params = {spec.name: check_overrides(spec, opts.preset, opts.overrides) for spec in specs}
+    params = {spec.name: registry.resolve_params(spec, opts.preset, opts.overrides) for spec in specs}
     _check_data(specs, opts)
     work_dir = ensure_writable(Path(opts.work_dir), "work dir")
     ensure_writable(Path(opts.db).parent, "db")
@@ -315,8 +333,9 @@ def run(opts: RunOptions) -> list[Outcome]:
                 outcomes.append(Outcome(task, seed, "skipped", detail))
                 progress.end(f"{task} seed {seed}: skipped, {message}")
 
-            if not opts.force and store.is_done(key):
-                skip("already done (--force re-runs)", "already done (--force re-runs it)")
+            action, why = stored_state(store, key, spec, opts)
+            if action == "skip":
+                skip("already done (--force re-runs)", why)
                 continue
             run_dir = work_dir / sha[:12] / spec.name / f"{_safe(opts.preset_label)}-subset{opts.subset}-seed{seed}"
             with claim(run_dir) as (holder, lock_fd):
@@ -324,10 +343,13 @@ def run(opts: RunOptions) -> list[Outcome]:
                     skip(f"running in {holder}", f"another benchmark process is running it ({holder}); re-run this "
                                                  "command when it has finished")
                     continue
-                if not opts.force and store.is_done(key):  # finished by another process since the check above
-                    skip("already done (--force re-runs)", "already done (--force re-runs it)")
+                action, why = stored_state(store, key, spec, opts)  # another process may have finished it meanwhile
+                if action == "skip":
+                    skip("already done (--force re-runs)", why)
                     continue
-                if opts.force and run_dir.exists():  # a fresh attempt; the old one is kept as history
+                if action == "rerun":
+                    print(f"{spec.name} seed {seed}: {why}", file=sys.stderr)
+                if action in ("rerun", "force") and run_dir.exists():  # a fresh attempt; the old one is history
                     run_dir.rename(run_dir.with_name(f"{run_dir.name}.attempt-{time.strftime('%Y%m%d-%H%M%S')}-"
                                                      f"{os.getpid()}"))
                 outcomes.append(_attempt(spec, seed, key, run_dir, opts, store, progress, lock_fd,
@@ -336,6 +358,32 @@ def run(opts: RunOptions) -> list[Outcome]:
     finally:
         progress.close()
     return outcomes
+
+
+def stored_state(store: ResultStore, key: RunKey, spec: TaskSpec, opts: RunOptions) -> tuple[str, str]:
+    """What to do with a result identity: ('run' | 'force' | 'rerun' | 'skip', why).
+
+    A stored result of an older task version is stale (a spec's ``version`` changes when its numbers stop being
+    comparable): it runs again as a fresh attempt, the old rows stay as history. A stored result whose data
+    fingerprint (names, sizes and dates of the layout entries) differs from the data now found is kept, with a
+    warning: moving or re-copying a dataset changes the fingerprint without changing the result, so only the user
+    can tell (``--force`` re-runs).
+    """
+    if opts.force:
+        return "force", "--force"
+    stored = store.stored_run(key)
+    if stored is None:
+        return "run", ""
+    if stored["task_version"] and str(stored["task_version"]) != str(spec.version):
+        return "rerun", (f"the stored result is from task version {stored['task_version']}, the task is now "
+                         f"version {spec.version}: running it again")
+    why = "already done (--force re-runs it)"
+    root = data.mini_root(spec, Path(opts.work_dir).resolve() / "mini_data") if opts.mini else \
+        data.real_root(spec, opts.data_root)
+    if stored["data_fingerprint"] and root.exists() and data.fingerprint(spec, root) != stored["data_fingerprint"]:
+        why += (f"; warning: its data ({stored['data_root']}) had another fingerprint than {root} has now "
+                "(files added, removed or re-copied?): --force re-runs it on the current data")
+    return "skip", why
 
 
 @contextlib.contextmanager
@@ -364,7 +412,8 @@ def _attempt(spec: TaskSpec, seed: int, key: RunKey, run_dir: Path, opts: RunOpt
              commit: str, work_dir: Path) -> Outcome:
     """One attempt at one result, in ``run_dir``: the worker subprocess, then the DB row (ok or failed)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    job = {"task": spec.name, "ckpt": str(Path(opts.ckpt).resolve()), "ckpt_sha256": sha,
+    job = {"task": spec.name, "task_version": str(spec.version), "ckpt": str(Path(opts.ckpt).resolve()),
+           "ckpt_sha256": sha,
            "data_root": opts.data_root, "mini": opts.mini, "mini_dir": str(work_dir.resolve() / "mini_data"),
            "preset": opts.preset, "overrides": opts.overrides, "subset": int(opts.subset), "seed": int(seed),
            "nproc": int(opts.nproc), "launcher": opts.launcher, "code_version": commit,
@@ -378,6 +427,7 @@ def _attempt(spec: TaskSpec, seed: int, key: RunKey, run_dir: Path, opts: RunOpt
                    data_root=opts.data_root or ("mini" if opts.mini else ""), data_fingerprint="",
                    packages=versions, git_sha=commit, device=opts.device, started_at=time.time(),
                    finished_at=0.0, wall_s=0.0)
+    job["info"] = {k: getattr(info, k) for k in JOB_INFO}  # what `benchmark collect` needs to store the result
     kept = _finished_result(job)
     if kept is not None:  # finished earlier, but its DB write failed (e.g. a full disk): store it, do not re-run
         info.started_at = info.finished_at = Path(job["result_path"]).stat().st_mtime

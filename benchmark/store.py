@@ -296,6 +296,16 @@ class ResultStore:
                                "AND subset = ? AND seed = ? LIMIT 1", key.values()).fetchone()
         return row is not None
 
+    def stored_run(self, key: RunKey) -> dict | None:
+        """The run that produced the key's stored results (task_version, data_fingerprint, data_root, git_sha,
+        finished_at), or None when the key has no result."""
+        cols = ("task_version", "data_fingerprint", "data_root", "git_sha", "finished_at")
+        with self._read() as conn:
+            row = conn.execute(f"SELECT {', '.join('u.' + c for c in cols)} FROM results r JOIN runs u "
+                               "ON u.id = r.run_id WHERE r.ckpt_sha256 = ? AND r.task = ? AND r.preset = ? "
+                               "AND r.subset = ? AND r.seed = ? LIMIT 1", key.values()).fetchone()
+        return dict(zip(cols, row)) if row else None
+
     def results(self) -> pd.DataFrame:
         """Long format: one row per metric of the latest successful run of each key (columns RESULT_COLUMNS)."""
         cols = ", ".join(f"r.{c}" if c in (*_KEY_COLS, "metric", "value", "direction", "run_id") else f"u.{c}"

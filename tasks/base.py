@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from benchmark import checkpoint
 from benchmark.errors import BenchmarkError, DataError, TaskFailed
 from benchmark.registry import TaskSpec
 
@@ -107,6 +106,8 @@ class RunContext:
     progress: Callable[[float, str], None] = field(default=lambda frac, msg="": None)
 
     def load_backbone(self, **overrides: Any):
+        from benchmark import checkpoint  # torch: imported only when a run needs it
+
         return checkpoint.load_backbone(self.ckpt, allow_partial=self.allow_partial, **overrides)
 
 

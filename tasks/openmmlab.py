@@ -38,7 +38,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,14 +45,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
-import torch
-from mmengine.hooks import Hook
-
-from benchmark.checkpoint import load_canonical, save_canonical
 from benchmark.data import fingerprint
 from benchmark.distributed import rank, world_size
 from benchmark.errors import BenchmarkError, DataError, TaskFailed
-from benchmark.workdir import trust_work_dir
 from tasks.base import REQUIRED, Param, TaskAdapter
 
 log = logging.getLogger("benchmark")
@@ -157,6 +151,8 @@ class TrainedTask(TaskAdapter):
     @cached_property
     def meta(self) -> dict[str, Any]:
         """The checkpoint's meta (arch, img_size, family ...), read once."""
+        from benchmark.checkpoint import load_canonical
+
         return load_canonical(self.ctx.ckpt).meta
 
     def backbone(self, **kwargs: Any) -> dict:
@@ -273,34 +269,6 @@ class TrainedTask(TaskAdapter):
 
 
 # ------------------------------------------------------------------------------------------------ the parts
-class NonFiniteLossHook(Hook):
-    """Stops training at the first non-finite loss: a NaN run must fail loudly, never produce a number."""
-
-    priority = "VERY_HIGH"
-
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        loss = (outputs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            raise TaskFailed(f"the training loss became {float(loss)} at iteration {runner.iter + 1}",
-                             "lower the learning rate (e.g. --set lr=...) or check the data and the checkpoint")
-
-
-class ProgressHook(Hook):
-    """Reports training progress to the benchmark runner, from rank 0 only."""
-
-    priority = "LOW"
-
-    def __init__(self, report: Callable[[float, str], None], train_share: float, every: int = 5):
-        self.report, self.train_share, self.every = report, train_share, every
-
-    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
-        it, total = runner.iter + 1, runner.max_iters
-        if runner.rank == 0 and (it % self.every == 0 or it == total):
-            loss = (outputs or {}).get("loss")
-            msg = f"train {it}/{total}" + (f" loss {float(loss):.4g}" if loss is not None else "")
-            self.report(self.train_share * it / max(total, 1), msg)
-
-
 def config_digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -313,6 +281,8 @@ def optim_wrapper(params: dict, plan: Plan, device: str) -> dict:
         constructor="MIMLayerDecayOptimWrapperConstructor",
         paramwise_cfg=dict(layer_decay_rate=float(params["layer_decay"])))
     if device.startswith("cuda"):
+        import torch
+
         cfg["dtype"] = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     if params["clip_grad"]:
         cfg["clip_grad"] = dict(max_norm=float(params["clip_grad"]), norm_type=2)
@@ -336,6 +306,9 @@ def build_runner(*, work_dir: Path, scope: str, seed: int, device: str, model: d
                  train_share: float = 0.9, log_interval: int = 10, digest_of: Any = None):
     """An mmengine Runner for one task run; resumes from ``work_dir`` when an identical run was interrupted."""
     from mmengine.runner import Runner
+
+    from benchmark.workdir import trust_work_dir
+    from tasks.openmmlab_hooks import NonFiniteLossHook, ProgressHook
 
     work_dir.mkdir(parents=True, exist_ok=True)
     trust_work_dir(work_dir)  # the run's own checkpoints (mmengine pickles); user checkpoints stay weights_only
@@ -394,6 +367,8 @@ def pick(metrics: dict[str, float], names: dict[str, str], scale: float = 1.0) -
 
 def device_of(device: str) -> str:
     """cuda → the local rank's GPU under torchrun; mmengine moves the model there itself."""
+    import torch
+
     if device.startswith("cuda") and torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     return device
@@ -402,6 +377,8 @@ def device_of(device: str) -> str:
 def export_backbone(runner, path: Path, task: str) -> Path | None:
     """Write the fine-tuned trunk as a canonical checkpoint (rank 0): reusable with ``benchmark run --ckpt``, e.g. to
     check that the task's data is learnable (a trained backbone must beat random init)."""
+    from benchmark.checkpoint import save_canonical
+
     if rank() != 0:
         return None
     model = getattr(runner.model, "module", runner.model)

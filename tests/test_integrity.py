@@ -3,6 +3,7 @@ on; a result whose DB write failed is kept in its result.json and stored by the 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sqlite3
@@ -65,3 +66,82 @@ def test_a_result_whose_db_write_failed_is_stored_by_the_next_run(tmp_path, tiny
     assert (kept.parent / "worker.log").read_text().count("===== attempt started") == 1
     key = runner.RunKey(file_sha256(tiny_vit_ckpt), "fashion_mnist_probe", "ci", 0, 0)
     assert ResultStore(tmp_path / "r.db").is_done(key)
+
+
+def test_a_killed_runner_loses_no_log_line_and_collect_stores_what_its_worker_finished(tmp_path, tiny_vit_ckpt):
+    """The worker writes its own log: SIGKILL of the runner (a lost login session) leaves the worker running to
+    the end, its log complete; `benchmark collect` then stores the result and a re-run does not train it again."""
+    import signal
+    import sys
+    import time
+
+    wd, db = tmp_path / "wd", tmp_path / "r.db"
+    cmd = [sys.executable, "-m", "benchmark.cli", "run", "--ckpt", str(tiny_vit_ckpt), "--tasks",
+           "fashion_mnist_probe", "--data", "mini", "--seed", "0", "--work-dir", str(wd), "--db", str(db)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    logs: list[Path] = []
+    while time.time() < deadline and not logs:
+        logs = [p for p in wd.rglob("worker.log") if "##progress" in p.read_text()]
+        time.sleep(0.2)
+    assert logs, "the worker never reported progress"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (log,) = logs
+    result = log.parent / "result.json"
+    while time.time() < deadline and not result.exists():
+        time.sleep(0.5)
+    assert result.exists(), "the worker did not finish after its runner was killed"
+    time.sleep(1.0)  # the worker's last lines follow the result file
+    text = log.read_text()
+    assert text.count("===== attempt started") == 1 and "##progress 1.0000 done" in text, text[-2000:]
+    assert not db.exists() or ResultStore(db).results().empty
+
+    out = run_cli("collect", "--work-dir", wd, "--db", db)
+    assert out.returncode == 0 and "1 stored" in out.stdout, out.stdout + out.stderr
+    assert set(ResultStore(db).results()["metric"]) == {"top1", "mean_per_class_acc"}
+    again = run_cli("collect", "--work-dir", wd, "--db", db)
+    assert "0 stored, 1 already in" in again.stdout, again.stdout
+    rerun = run_cli("run", *cmd[4:])
+    assert rerun.returncode == 0 and "already done" in rerun.stderr, rerun.stderr
+    assert log.read_text().count("===== attempt started") == 1
+
+
+def _stored(tmp_path, version: str, fingerprint: str) -> tuple[ResultStore, runner.RunKey]:
+    store = ResultStore(tmp_path / "r.db")
+    key = runner.RunKey("ab" * 32, "nyu_depth", "ci", 0, 0)
+    store.record_success(runner.RunInfo(key=key, task_version=version, data_fingerprint=fingerprint,
+                                        data_root="/old/nyu", finished_at=1.0), {"rmse": 1.0}, {"rmse": "down"})
+    return store, key
+
+
+def test_a_result_of_an_older_task_version_runs_again_and_other_data_is_flagged(tmp_path):
+    from benchmark import data
+
+    spec = registry.get_task("nyu_depth")
+    opts = runner.RunOptions(ckpt=tmp_path / "c.pth", tasks=[spec], data_root=str(tmp_path / "data"))
+    (tmp_path / "data" / "nyu").mkdir(parents=True)
+    now = data.fingerprint(spec, tmp_path / "data" / "nyu")
+
+    store, key = _stored(tmp_path / "a", "0", now)
+    action, why = runner.stored_state(store, key, spec, opts)
+    assert action == "rerun" and f"task version 0, the task is now version {spec.version}" in why
+
+    store, key = _stored(tmp_path / "b", str(spec.version), now)
+    assert runner.stored_state(store, key, spec, opts) == ("skip", "already done (--force re-runs it)")
+
+    store, key = _stored(tmp_path / "c", str(spec.version), "0123456789abcdef")
+    action, why = runner.stored_state(store, key, spec, opts)
+    assert action == "skip" and "another fingerprint" in why and "--force re-runs it on the current data" in why
+
+    opts.force = True
+    assert runner.stored_state(store, key, spec, opts)[0] == "force"
+
+
+def test_a_kept_result_json_of_another_task_version_is_not_stored(tmp_path):
+    job = {"task": "nyu_depth", "task_version": "2", "ckpt_sha256": "x", "preset": "ci", "overrides": {},
+           "subset": 0, "seed": 0, "result_path": str(tmp_path / "result.json")}
+    (tmp_path / "result.json").write_text(json.dumps({"metrics": {"rmse": 1.0}, "job": {**job, "task_version": "1"}}))
+    assert runner._finished_result(job) is None
+    (tmp_path / "result.json").write_text(json.dumps({"metrics": {"rmse": 1.0}, "job": job}))
+    assert runner._finished_result(job) is not None

@@ -12,6 +12,7 @@ from benchmark.errors import DataError
 from benchmark.registry import Metric, TaskSpec
 from tasks.base import RunContext
 from tasks.semantic import finetune as ft
+from tasks.semantic import finetune_parts as parts
 from tasks.semantic.common import Split
 from tasks.semantic.metrics import map11
 
@@ -114,13 +115,13 @@ def test_mean_per_class_acc_leaves_unreadable_test_images_out(tmp_path, tiny_vit
 
 def test_unreadable_training_image_is_replaced_counted_once_and_too_many_fail(tmp_path):
     split = on_disk(single_label(60, 0), tmp_path / "one", corrupt=1)
-    ds = ft.SplitDataset(split, lambda img: np.asarray(img), train=True, size=32)
+    ds = parts.SplitDataset(split, lambda img: np.asarray(img), train=True, size=32)
     assert int(ds[0]["data_samples"]["label"]) == split.labels[1]  # the next readable image stands in
     ds[0]
     assert ds.counter.bad == [split.paths[0]]
-    test = ft.SplitDataset(split, lambda img: np.asarray(img), train=False, size=32)
+    test = parts.SplitDataset(split, lambda img: np.asarray(img), train=False, size=32)
     assert not test[0]["data_samples"]["valid"] and test[1]["data_samples"]["valid"]
-    broken = ft.SplitDataset(on_disk(single_label(60, 0), tmp_path / "two", corrupt=2), lambda img: img, train=True,
+    broken = parts.SplitDataset(on_disk(single_label(60, 0), tmp_path / "two", corrupt=2), lambda img: img, train=True,
                              size=32)
     with pytest.raises(DataError, match="2 of 60 images cannot be decoded"):
         broken[0]  # index 0 and its stand-in 1 are both unreadable: 2 > 1% of 60
@@ -135,7 +136,7 @@ def test_swin_pools_its_last_stage(tmp_path, tiny_swin_ckpt):
 def test_full_recipe_with_mixup_cutmix_randaugment_runs(tmp_path, tiny_vit_ckpt):
     ctx = context(tmp_path, tiny_vit_ckpt, iters=4, batch_size=8,
                   drop=("mixup", "cutmix", "auto_augment", "reprob", "drop_path", "layer_decay"))  # the recipe's
-    train_tf, _ = ft.transforms(ctx.params, 32)
+    train_tf, _ = parts.transforms(ctx.params, 32)
     assert "RandAugment" in repr(train_tf) and "RandomErasing" in repr(train_tf)
     out = finetune(ctx, single_label(32, 0), single_label(16, 1), "top1")
     assert 0 <= out["top1"] <= 100

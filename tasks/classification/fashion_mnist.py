@@ -17,18 +17,18 @@ Layout (the original IDX files, gzip-compressed, as Zalando ships them and Debia
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from benchmark.data import fingerprint
 from benchmark.errors import DataError
 from benchmark.fashion_mnist import CLASSES, DEBIAN_ROOT, FILES, load_split, write_idx
 from benchmark.registry import TaskSpec
 from tasks.base import Param, TaskAdapter
-from tasks.semantic import probe
+
+if TYPE_CHECKING:
+    import torch
 
 MINI_SIZES = {"train": 2000, "test": 500}
 
@@ -54,6 +54,8 @@ class FashionMNISTProbe(TaskAdapter):
         if not all((DEBIAN_ROOT / f).exists() for pair in FILES.values() for f in pair):
             raise DataError(f"the real Fashion-MNIST files are not in {DEBIAN_ROOT}",
                             "install them: apt-get install dataset-fashion-mnist (`make setup` does this)")
+        from tasks.semantic import probe
+
         out_dir.mkdir(parents=True, exist_ok=True)
         for split, (img_file, lbl_file) in FILES.items():
             images, labels = load_split(DEBIAN_ROOT, split)
@@ -63,6 +65,10 @@ class FashionMNISTProbe(TaskAdapter):
 
     def transform(self, model) -> callable:
         """uint8 (N, 28, 28) -> normalised float (N, 3, S, S) at the backbone's input size."""
+        import torch
+        import torch.nn.functional as F
+        from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
         size = int(model.mim_meta["img_size"])
         # ImageNet mean/std, as SimMIM pre-training (timm's pretrained_cfg says 0.5/0.5 for ViTs)
         mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1)
@@ -76,6 +82,8 @@ class FashionMNISTProbe(TaskAdapter):
         return apply
 
     def features(self, model, split: str, images: np.ndarray, data_id: str) -> torch.Tensor:
+        from tasks.semantic import probe
+
         ctx, p = self.ctx, self.ctx.params
         key = probe.cache_key("fashion_mnist-v2", ctx.ckpt_sha256, data_id, split, len(images),
                               "gray3-bilinear-imagenet-meanstd", int(model.mim_meta["img_size"]), p["pool"])
@@ -92,6 +100,10 @@ class FashionMNISTProbe(TaskAdapter):
         return feats
 
     def run(self) -> dict[str, float]:
+        import torch
+
+        from tasks.semantic import probe
+
         ctx, p = self.ctx, self.ctx.params
         data_id = fingerprint(ctx.spec, ctx.data_root)
         splits = {}

@@ -24,7 +24,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import ClassVar
 
-from benchmark.backbone import native_level, output_channels
 from benchmark.errors import DataError
 from tasks import openmmlab as mm
 from tasks.base import Param
@@ -106,6 +105,8 @@ class _DepthAdapter(mm.TrainedTask):
                            digest=dict(dataset=ds))
 
     def model(self) -> dict:
+        from benchmark.backbone import native_level, output_channels
+
         p, ds = self.p, self.ds
         level = native_level(self.meta)  # Swin: stride 32 as the paper's SwinV2; ViT: its patch stride
         channels = output_channels(self.meta, (level,))[0]

@@ -22,7 +22,6 @@ import json
 from pathlib import Path
 from typing import ClassVar
 
-from benchmark.backbone import native_level, output_channels
 from benchmark.errors import DataError
 from tasks import openmmlab as mm
 from tasks.base import Param
@@ -137,6 +136,8 @@ class _PoseAdapter(mm.TrainedTask):
             digest=dict(train=train_ann, val=val_ann))
 
     def model(self) -> dict:
+        from benchmark.backbone import native_level, output_channels
+
         p, codec = self.p, self._codec()
         # Swin: stride 32 + 3 deconvs (SimpleBaseline); ViT-B/16: stride 16 + 2 deconvs (ViTPose)
         level = native_level(self.meta)

@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
 
 from benchmark.data import fingerprint
 from benchmark.registry import TaskSpec
 from tasks.base import Param, TaskAdapter
-from tasks.semantic import probe, readers
+from tasks.semantic import readers
 from tasks.semantic.common import Split
 
 
@@ -40,6 +39,8 @@ def stratified(split: Split, n: int) -> Split:
     """A deterministic class-stratified subset (the whole split when n is 0)."""
     if not n or n >= len(split):
         return split
+    from tasks.semantic import probe
+
     return split.subset(probe.stratified_subset(split.class_ids(), n))
 
 
@@ -119,7 +120,9 @@ class SemanticTask(TaskAdapter):
 
     # ------------------------------------------------------------------------------------------ linear probe
 
-    def features(self, model, split: Split, which: str) -> tuple[torch.Tensor, np.ndarray]:
+    def features(self, model, split: Split, which: str) -> tuple[Any, np.ndarray]:
+        from tasks.semantic import probe
+
         ctx, p = self.ctx, self.ctx.params
         crop_pct, pool = float(p["crop_pct"]), p["pool"]
         key = probe.cache_key("semantic-v1", ctx.ckpt_sha256, fingerprint(ctx.spec, ctx.data_root), ctx.spec.name,
@@ -138,6 +141,10 @@ class SemanticTask(TaskAdapter):
         return feats, kept
 
     def linear_probe(self, train: Split, test: Split) -> dict[str, float]:
+        import torch
+
+        from tasks.semantic import probe
+
         ctx, p = self.ctx, self.ctx.params
         model = ctx.load_backbone()
         (xtr, ktr), (xte, kte) = self.features(model, train, "train"), self.features(model, test, "test")
