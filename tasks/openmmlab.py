@@ -274,12 +274,14 @@ def config_digest(obj: Any) -> str:
 
 
 def optim_wrapper(params: dict, plan: Plan, device: str) -> dict:
-    """AdamW with layer-wise lr decay, the fine-tuning recipe of BEiT / SimMIM / ViTPose; AMP on CUDA."""
+    """AdamW with layer-wise lr decay, the fine-tuning recipe of BEiT / SimMIM / ViTPose; AMP on CUDA. A task that
+    declares ``backbone_lr_mult`` (the trackers) scales every trunk group by it."""
     cfg: dict[str, Any] = dict(
         type="AmpOptimWrapper" if device.startswith("cuda") else "OptimWrapper",
         optimizer=dict(type="AdamW", lr=plan.lr, betas=(0.9, 0.999), weight_decay=float(params["weight_decay"])),
         constructor="MIMLayerDecayOptimWrapperConstructor",
-        paramwise_cfg=dict(layer_decay_rate=float(params["layer_decay"])))
+        paramwise_cfg=dict(layer_decay_rate=float(params["layer_decay"]),
+                           trunk_lr_mult=float(params.get("backbone_lr_mult", 1.0))))
     if device.startswith("cuda"):
         import torch
 

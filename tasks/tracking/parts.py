@@ -1,0 +1,211 @@
+"""The registered parts of the tracking tasks: the mmengine model around a tracker, the evaluation dataset of whole
+sequences, one-pass tracking, and the metric. Imported only when a tracking task runs (``register()``).
+
+One-pass evaluation (OSTrack's / SwinTrack's test loop): the template is cropped once from frame 1 around the
+given box (``template_factor`` x its size); every later frame is searched in a crop of ``search_factor`` x the
+last box, centred on it; the tracker's response map is combined with its design's Hann window
+(``tracker.decode``), the box is mapped back to the image and clipped to it (OSTrack's ``clip_box`` with a
+10-pixel margin). Frame 1 is reported as the given box (the GOT-10k and LaSOT toolkits both expect it). No
+template update, no re-detection. Frames are decoded ahead by a DataLoader (``decode_workers`` processes); the
+per-frame time covers cropping, the forward pass and the box, not the decoding, and gives the tracker's speed
+(``fps``) stored with the result. Under DDP, mmengine's test loop gives each rank its share of the sequences and
+gathers the results on rank 0, where the metric scores them and writes the result files.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from mmengine.evaluator import BaseMetric
+from mmengine.model import BaseModel
+from mmengine.registry import METRICS, MODELS
+from torch.utils.data import DataLoader, Dataset
+
+from benchmark.errors import TaskFailed
+
+from .crops import crop_around, normalize
+from .metrics import SequenceResult, got10k_scores, lasot_scores
+from .model import build_tracker
+from .sequences import Sequence, load_frame
+from .submission import write_got10k_submission
+
+log = logging.getLogger(__name__)
+
+CLIP_MARGIN = 10  # px: OSTrack keeps at least this much of a box inside the image
+
+
+def clip_box(box: np.ndarray, width: int, height: int, margin: int = CLIP_MARGIN) -> np.ndarray:
+    """OSTrack's ``clip_box``: the box (x, y, w, h) kept inside the image, at least ``margin`` px of it visible."""
+    margin = min(margin, width // 2, height // 2)
+    x1, y1, w, h = (float(v) for v in box)
+    x2, y2 = x1 + w, y1 + h
+    x1, x2 = min(max(0.0, x1), width - margin), min(max(float(margin), x2), float(width))
+    y1, y2 = min(max(0.0, y1), height - margin), min(max(float(margin), y2), float(height))
+    return np.array([x1, y1, max(float(margin), x2 - x1), max(float(margin), y2 - y1)])
+
+
+# ------------------------------------------------------------------------------------------------- data
+class SequenceDataset(Dataset):
+    """Whole sequences for one-pass evaluation: item ``i`` is ``{'sequence': {...}}`` (file names, ground truth,
+    labels), collated as a list by mmengine's pseudo_collate; frames are decoded by the model's frame loader."""
+
+    def __init__(self, sequences: list[Sequence]):
+        self.sequences = list(sequences)
+
+    def __len__(self) -> int:
+        return len(self.sequences)
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.sequences[i]
+        return {"sequence": _Item(dict(name=s.name, frames=[str(f) for f in s.frames], boxes=np.asarray(s.boxes),
+                                       visible=np.asarray(s.visible), resolution=s.resolution,
+                                       cover=None if s.cover is None else np.asarray(s.cover)))}
+
+
+class _Item:
+    """One sequence as an opaque object: mmengine's pseudo_collate would transpose a dict of lists."""
+
+    def __init__(self, fields: dict):
+        self.fields = fields
+
+
+class _Frames(Dataset):
+    def __init__(self, frames: list[str]):
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return load_frame(Path(self.frames[i]))
+
+
+# ------------------------------------------------------------------------------------------------- model
+@MODELS.register_module(name="MIMTracker")
+class TrackerModel(BaseModel):
+    """A tracker of :func:`tasks.tracking.model.build_tracker` as an mmengine model.
+
+    ``mode='loss'``: a batch of the pair dataset (template, search, box) -> the tracker's losses;
+    ``mode='predict'``: ``sequence`` (a list of sequence dicts) -> one tracking result per sequence.
+    """
+
+    def __init__(self, checkpoint: str, template_size: int, search_size: int, template_factor: float = 2.0,
+                 search_factor: float = 4.0, drop_path: float = 0.0, head_channels: int = 256,
+                 fusion_dim: int = 384, fusion_layers: int = 4, fusion_heads: int = 8, allow_partial: bool = False,
+                 decode_workers: int = 0, data_preprocessor: dict | None = None):
+        super().__init__(data_preprocessor=data_preprocessor)
+        # named `backbone` like every task model here; its `trunk` is the checkpoint's (loaded and checked)
+        self.backbone = build_tracker(checkpoint, template_size=int(template_size), search_size=int(search_size),
+                                      drop_path=float(drop_path), head_channels=int(head_channels),
+                                      fusion_dim=int(fusion_dim), fusion_layers=int(fusion_layers),
+                                      fusion_heads=int(fusion_heads), allow_partial=bool(allow_partial))
+        self.template_factor, self.search_factor = float(template_factor), float(search_factor)
+        self.decode_workers = int(decode_workers)
+
+    def init_weights(self) -> None:
+        """The weights come from the checkpoint (trunk) and the heads' own initialisation: nothing to redo."""
+
+    def forward(self, template=None, search=None, box=None, sequence=None, mode: str = "tensor"):
+        if mode == "predict":
+            return [self.track(item.fields) for item in sequence]
+        stack = (lambda x: torch.stack(list(x)) if isinstance(x, (list, tuple)) else x)
+        out = self.backbone(stack(template), stack(search))
+        if mode == "loss":
+            return self.backbone.loss(out, stack(box).float())
+        return out
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @torch.no_grad()
+    def track(self, seq: dict[str, Any]) -> dict[str, Any]:
+        """One pass over a sequence: boxes (N, 4) x, y, w, h in pixels (frame 1: the given box) and per-frame
+        seconds (decoding excluded)."""
+        tracker, dev = self.backbone, self.device
+        cuda = dev.type == "cuda"
+        frames = seq["frames"]
+        boxes = np.zeros((len(frames), 4))
+        times = np.zeros(len(frames))
+        window = tracker.hann_window().to(dev)
+        loader = DataLoader(_Frames(frames), batch_size=None, shuffle=False, num_workers=self.decode_workers)
+        template = None
+        state = np.asarray(seq["boxes"][0], dtype=np.float64)
+        for i, image in enumerate(loader):
+            image = np.asarray(image)
+            start = time.perf_counter()
+            height, width = image.shape[:2]
+            if i == 0:
+                z = crop_around(image, state, self.template_factor, tracker.template_size)
+                template = normalize(z.image)[None].to(dev)
+                boxes[0] = state
+            else:
+                x = crop_around(image, state, self.search_factor, tracker.search_size)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                    out = tracker(template, normalize(x.image)[None].to(dev))
+                box, _ = tracker.decode(out, window)
+                cx, cy, w, h = (box[0].float().cpu().numpy() * tracker.search_size).tolist()
+                state = clip_box(x.to_image(np.array([cx - w / 2, cy - h / 2, w, h])), width, height)
+                boxes[i] = state
+            if cuda:
+                torch.cuda.synchronize(dev)
+            times[i] = time.perf_counter() - start
+        return dict(name=seq["name"], pred=boxes, times=times, gt=seq["boxes"], visible=seq["visible"],
+                    cover=seq["cover"], resolution=seq["resolution"])
+
+
+# ------------------------------------------------------------------------------------------------- metric
+@METRICS.register_module(name="MIMTrackingMetric")
+class TrackingMetric(BaseMetric):
+    """Scores the tracked sequences (``benchmark`` = 'got10k' | 'lasot', the official definitions in
+    tasks/tracking/metrics.py) and writes the raw results for the official toolkits: ``results_zip`` (GOT-10k's
+    server / toolkit format: ``<seq>/<seq>_001.txt`` + ``<seq>_time.txt``) and / or ``results_dir`` (one
+    ``<seq>.txt`` of x,y,w,h lines per sequence, the LaSOT toolkit's format). ``score=False`` (GOT-10k test: no
+    ground truth) only writes the files."""
+
+    def __init__(self, benchmark: str, score: bool = True, results_zip: str | None = None,
+                 results_dir: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if benchmark not in ("got10k", "lasot"):
+            raise ValueError(f"unknown tracking benchmark {benchmark!r}")
+        self.benchmark, self.score = benchmark, bool(score)
+        self.results_zip, self.results_dir = results_zip, results_dir
+
+    def process(self, data_batch: Any, data_samples: list[dict]) -> None:
+        self.results.extend(data_samples)
+
+    def compute_metrics(self, results: list[dict]) -> dict[str, float]:
+        results = sorted(results, key=lambda r: r["name"])
+        names = [r["name"] for r in results]
+        if len(set(names)) != len(names):  # DDP pads the last rank's share with repeats
+            results = list({r["name"]: r for r in results}.values())
+        frames = sum(len(r["times"]) for r in results)
+        seconds = float(sum(np.sum(r["times"][1:]) for r in results))
+        tracked = sum(len(r["times"]) - 1 for r in results)
+        out: dict[str, float] = {"sequences": float(len(results)), "frames": float(frames),
+                                 "fps": tracked / seconds if seconds > 0 else float("nan")}
+        if self.results_zip:
+            path = write_got10k_submission(Path(self.results_zip), {r["name"]: [r["pred"]] for r in results},
+                                           {r["name"]: [r["times"]] for r in results})
+            log.info("tracking results for the official toolkit / server: %s", path)
+        if self.results_dir:
+            folder = Path(self.results_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            for r in results:
+                np.savetxt(folder / f"{r['name']}.txt", r["pred"], fmt="%.2f", delimiter=",")
+            log.info("per-sequence boxes: %s", folder)
+        if not self.score:
+            return out
+        scored = [SequenceResult(name=r["name"], pred=r["pred"], gt=np.asarray(r["gt"]), visible=r["visible"],
+                                 cover=r["cover"], resolution=r["resolution"]) for r in results]
+        scores = got10k_scores(scored) if self.benchmark == "got10k" else lasot_scores(scored)
+        picked = {k: float(v) for k, v in scores.items()
+                  if isinstance(v, (int, float, np.floating)) and k not in out}
+        if not picked:
+            raise TaskFailed(f"the {self.benchmark} scorer returned no number", "this is a bug; please report it")
+        return {**out, **picked}
