@@ -42,14 +42,14 @@ class Param:
     """One declared parameter: its default (``REQUIRED``: every preset must set it), type and meaning.
 
     ``type`` is one of int, float, bool, str, list; ``nullable`` lets ``null`` through (meaning "the adapter's
-    own choice", e.g. the backbone family's layer decay); ``choices`` restricts a str.
+    own choice", e.g. the backbone family's layer decay); ``choices`` restricts the value (e.g. a str's names).
     """
 
     default: Any = REQUIRED
     type: type = float
     help: str = ""
     nullable: bool = False
-    choices: tuple[str, ...] = ()
+    choices: tuple = ()
 
     def check(self, name: str, value: Any, where: str) -> Any:
         """``value`` as this parameter's type, or a BenchmarkError naming ``where`` it came from."""
@@ -59,8 +59,9 @@ class Param:
         if ok and self.choices and out not in self.choices:
             ok = False
         if not ok:
-            want = f"one of {', '.join(self.choices)}" if self.choices else f"a{'n' if self.type is int else ''} " \
-                                                                              f"{self.type.__name__}"
+            shown = [str(c).lower() if isinstance(c, bool) else str(c) for c in self.choices]
+            want = f"one of {', '.join(shown)}" if self.choices else \
+                f"a{'n' if self.type is int else ''} {self.type.__name__}"
             want += " or null" if self.nullable else ""
             raise BenchmarkError(f"{where}: {name}={value!r} is not {want}",
                                  f"{name}: {self.help}" if self.help else f"give {name} as {want}")

@@ -92,8 +92,9 @@ def test_lasot_layout_is_exact(lasot):
     testing = (lasot / "testing_set.txt").read_text().splitlines()
     training = (lasot / "training_set.txt").read_text().splitlines()
     assert sorted(p.name for p in lasot.iterdir() if p.is_dir()) == sorted(mini.LASOT_CATEGORIES)
-    assert sorted(name.rsplit("-", 1)[0] for name in testing) == sorted(mini.LASOT_CATEGORIES)
-    every = sorted(f"{c}-{k}" for c in mini.LASOT_CATEGORIES for k in (1, 2, 3))
+    assert sorted(name.rsplit("-", 1)[0] for name in testing) == sorted(
+        mini.LASOT_CATEGORIES * mini.LASOT_TEST_PER_CATEGORY)
+    every = sorted(f"{c}-{k}" for c in mini.LASOT_CATEGORIES for k in range(1, mini.LASOT_PER_CATEGORY + 1))
     assert sorted(testing + training) == every and not set(testing) & set(training)
     for name in every:
         folder = lasot / name.rsplit("-", 1)[0] / name
@@ -203,7 +204,7 @@ def test_readers_on_mini_data(got, lasot):
         assert seq.boxes.shape == (1, 4) and seq.visible.all() and len(seq.visible) == len(seq) >= 16
         assert seq.cover is None and seq.resolution is not None and seq.frames[-1].is_file()
     ltrain, ltest = lasot_sequences(lasot, "train"), lasot_sequences(lasot, "test")
-    assert len(ltrain) == 8 and len(ltest) == 4
+    assert len(ltrain) == 24 and len(ltest) == 8
     assert [s.name for s in ltest] == (lasot / "testing_set.txt").read_text().split()
     for seq in ltrain + ltest:
         folder = seq.frames[0].parent.parent

@@ -34,7 +34,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from benchmark.errors import BenchmarkError, DataError
+from benchmark.errors import DataError
 from tasks import openmmlab as mm
 from tasks.base import Param
 
@@ -86,7 +86,7 @@ class _TrackingTask(mm.TrainedTask):
         "fusion_heads": Param(8, int, "attention heads of the fusion transformer"),
         "decode_workers": Param(4, int, "processes decoding frames ahead during evaluation"),
         "export_backbone": Param(False, bool, "not available for trackers (their trunk drops the class token and "
-                                              "replaces the position embedding)"),
+                                              "replaces the position embedding)", choices=(False,)),
     }
 
     # -- parameters ----------------------------------------------------------------------------------------------
@@ -98,9 +98,6 @@ class _TrackingTask(mm.TrainedTask):
         for key, value in DESIGN_DEFAULTS[design].items():
             if p.get(key) is None:
                 p[key] = value
-        if p["export_backbone"]:
-            raise BenchmarkError(f"task {self.ctx.spec.name}: export_backbone is not available for trackers",
-                                 "drop --set export_backbone=true")
         if not p["iters"]:
             p["iters"] = max(1, int(float(p["epochs"]) * int(p["samples_per_epoch"]) // int(p["batch_size"])))
         p["design"] = design

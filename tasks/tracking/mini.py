@@ -40,7 +40,7 @@ from benchmark.files import write_text_atomic
 
 GOT10K_SPLITS = (("train", 24, 40), ("val", 6, 30), ("test", 3, 20))  # name, sequences, frames (+-4)
 LASOT_CATEGORIES = ("airplane", "bear", "bicycle", "car")
-LASOT_PER_CATEGORY, LASOT_FRAMES = 3, 40
+LASOT_PER_CATEGORY, LASOT_TEST_PER_CATEGORY, LASOT_FRAMES = 8, 2, 40  # real LaSOT: 20 and 4
 BACKGROUNDS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "brick", "grass", "gravel",
                "camera")
 TEXTURES = ("astronaut", "chelsea", "coffee", "rocket", "colorwheel", "immunohistochemistry", "retina")
@@ -459,7 +459,8 @@ def make_lasot(out_dir: Path, seed: int = 0) -> None:
     out_dir = Path(out_dir)
     testing, training = [], []
     for c, category in enumerate(LASOT_CATEGORIES):
-        test_k = 1 + int(np.random.default_rng([seed, 1, c]).integers(LASOT_PER_CATEGORY))
+        test_ks = 1 + np.random.default_rng([seed, 1, c]).choice(LASOT_PER_CATEGORY, LASOT_TEST_PER_CATEGORY,
+                                                                 replace=False)
         for k in range(1, LASOT_PER_CATEGORY + 1):
             i = c * LASOT_PER_CATEGORY + k - 1
             rng = np.random.default_rng([seed, 1, 0, i])
@@ -475,6 +476,6 @@ def make_lasot(out_dir: Path, seed: int = 0) -> None:
             colour, pattern = clip.look.words
             (folder / "nlp.txt").write_text(f"{colour} {SHAPES[clip.look.shape]} {category} with a {pattern} "
                                             "pattern moving in front of the scene\n")
-            (testing if k == test_k else training).append(name)
+            (testing if k in test_ks else training).append(name)
     write_text_atomic(out_dir / "training_set.txt", "".join(f"{n}\n" for n in training))
     write_text_atomic(out_dir / "testing_set.txt", "".join(f"{n}\n" for n in testing))

@@ -86,6 +86,11 @@ class _Frames(Dataset):
 
 
 # ------------------------------------------------------------------------------------------------- model
+def _stacked(x):
+    """A batch as one tensor: mmengine's pseudo_collate hands over a list of per-sample tensors."""
+    return torch.stack(list(x)) if isinstance(x, (list, tuple)) else x
+
+
 @MODELS.register_module(name="MIMTracker")
 class TrackerModel(BaseModel):
     """A tracker of :func:`tasks.tracking.model.build_tracker` as an mmengine model.
@@ -113,10 +118,9 @@ class TrackerModel(BaseModel):
     def forward(self, template=None, search=None, box=None, sequence=None, mode: str = "tensor"):
         if mode == "predict":
             return [self.track(item.fields) for item in sequence]
-        stack = (lambda x: torch.stack(list(x)) if isinstance(x, (list, tuple)) else x)
-        out = self.backbone(stack(template), stack(search))
+        out = self.backbone(_stacked(template), _stacked(search))
         if mode == "loss":
-            return self.backbone.loss(out, stack(box).float())
+            return self.backbone.loss(out, _stacked(box).float())
         return out
 
     @property
