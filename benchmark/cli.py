@@ -144,6 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
     sk.add_argument("--results", type=Path, required=True, help="list of {image_id, category_id, keypoints, score}")
     sk.add_argument("--kind", choices=["coco", "crowdpose"], default="coco")
 
+    st = sub.add_parser("score-tracking", help="score any tracker's raw results on GOT-10k val or LaSOT test with "
+                                               "the official metric definitions")
+    st.add_argument("--dataset", choices=["got10k", "lasot"], required=True)
+    st.add_argument("--data-root", type=Path, required=True,
+                    help="the dataset folder (or the folder holding got10k/ or lasot/)")
+    st.add_argument("--results", type=Path, required=True,
+                    help="<seq>/<seq>_001.txt (got10k toolkit; _002... pooled) or <seq>.txt (pytracking / LaSOT)")
+    st.add_argument("--split", choices=["val", "test"], help="GOT-10k: val (default; test is server-only)")
+    st.add_argument("--json", action="store_true", help="print one JSON object")
+
     an = sub.add_parser("analyze", help="attention distance / entropy / head diversity, layer CKA and AvgDist "
                                          "of checkpoints: CSVs, plots and report.md")
     an.add_argument("--ckpt", dest="ckpts", type=Path, action="append", required=True, metavar="CKPT",
@@ -336,6 +346,23 @@ def cmd_score_keypoints(args) -> int:
     return 0
 
 
+def cmd_score_tracking(args) -> int:
+    import json
+
+    from tasks.tracking.score import score_results
+
+    from . import data, registry
+
+    root = data.real_root(registry.get_task(args.dataset), args.data_root)
+    scores = score_results(args.dataset, root, args.results, args.split)
+    if args.json:
+        print(json.dumps(scores))
+    else:
+        for k, v in scores.items():
+            print(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}")
+    return 0
+
+
 def cmd_convert_nyu(args) -> int:
     from tasks.depth.bts import convert_bts_nyu
 
@@ -383,7 +410,8 @@ def _require_db(path: Path) -> None:
 COMMANDS = {"list": cmd_list, "params": cmd_params, "run": cmd_run, "collect": cmd_collect,
             "leaderboard": cmd_leaderboard, "check": cmd_check,
             "convert": cmd_convert, "init": cmd_init, "inspect": cmd_inspect,
-            "score-keypoints": cmd_score_keypoints, "convert-nyu": cmd_convert_nyu, "analyze": cmd_analyze,
+            "score-keypoints": cmd_score_keypoints, "score-tracking": cmd_score_tracking,
+            "convert-nyu": cmd_convert_nyu, "analyze": cmd_analyze,
             "reproduce-analysis": cmd_reproduce_analysis}
 
 

@@ -86,13 +86,16 @@ def test_the_mini_data_is_learnable(tracked):
         assert res["lasot", "ci", metric] > res["lasot", "ci+iters=1", metric], res
 
 
-def test_swin_gets_the_two_stream_tracker(tracked, tmp_path):
+def test_swin_gets_the_two_stream_tracker_under_ddp(tracked, tmp_path):
     wd, db, _ = tracked
     swin = make_ckpt(tmp_path / "swin.pth", TINY_SWIN)
-    out = run_cli("run", "--ckpt", swin, "--tasks", "got10k", "--data", "mini", "--set", "iters=10",
-                  "--work-dir", wd / "wd", "--db", tmp_path / "s.db")
+    out = run_cli("run", "--ckpt", swin, "--tasks", "got10k,lasot", "--data", "mini", "--nproc", "2", "--set",
+                  "iters=6", "--work-dir", wd / "wd", "--db", tmp_path / "s.db")
     assert out.returncode == 0, out.stderr[-3000:]
-    assert _extra(tmp_path / "s.db", "got10k", "ci+iters=10")["design"] == "two-stream"
+    for task in ("got10k", "lasot"):
+        extra = _extra(tmp_path / "s.db", task, "ci+iters=6")
+        assert extra["design"] == "two-stream" and extra["total_batch"] == 16, extra
+        assert extra["eval_frames"] == _extra(db, task)["eval_frames"]  # every sequence once, gathered
 
 
 def test_two_process_ddp_splits_the_sequences_and_gathers_them(tracked, tmp_path):
@@ -124,3 +127,46 @@ def test_bad_tracking_input_is_one_line(tracked, tmp_path):
     refused = run_cli("run", "--ckpt", ckpt, "--tasks", "got10k", "--data", "mini", "--set", "export_backbone=true",
                       "--work-dir", tmp_path / "w", "--db", tmp_path / "b.db")
     assert refused.returncode == 2 and "not available for trackers" in refused.stderr
+
+
+def test_score_tracking_rescores_both_layouts_to_the_stored_numbers(tracked, tmp_path):
+    """The run's own result files, scored by `benchmark score-tracking`, give the stored metrics: the toolkit layout
+    (GOT-10k val zip, extracted) and the pytracking / LaSOT layout (lasot_results/)."""
+    import json
+
+    wd, db, _ = tracked
+    res = _results(db)
+    stored = res[res.preset == "ci"].set_index(["task", "metric"])["value"]
+    mini = wd / "wd" / "mini_data"
+    run_dir = next((wd / "wd").rglob("got10k/ci-subset0-seed0"))
+    with zipfile.ZipFile(run_dir / "got10k_val_results.zip") as z:
+        z.extractall(tmp_path / "got")
+    out = run_cli("score-tracking", "--dataset", "got10k", "--data-root", mini, "--results", tmp_path / "got",
+                  "--json")
+    assert out.returncode == 0, out.stderr
+    scores = json.loads(out.stdout)
+    # the zip holds boxes at 3 decimals, the stored AO full precision
+    assert scores["AO"] == pytest.approx(stored["got10k", "AO"], abs=0.01) and scores["sequences"] == 6
+    lasot_dir = next((wd / "wd").rglob("lasot/ci-subset0-seed0")) / "lasot_results"
+    out = run_cli("score-tracking", "--dataset", "lasot", "--data-root", mini / "lasot", "--results", lasot_dir,
+                  "--json")
+    assert out.returncode == 0, out.stderr
+    scores = json.loads(out.stdout)
+    for metric in ("success_auc", "precision", "norm_precision"):
+        assert scores[metric] == pytest.approx(stored["lasot", metric], abs=0.05), (metric, scores)
+
+    first = sorted(lasot_dir.glob("*.txt"))[0]
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / first.name).write_text(first.read_text())
+    out = run_cli("score-tracking", "--dataset", "lasot", "--data-root", mini, "--results", partial)
+    assert out.returncode == 2 and "no result for 7 of 8 sequences" in out.stderr, out.stderr
+    lines = first.read_text().splitlines()
+    (partial / first.name).write_text("\n".join(lines[:3] + ["1,2,x,4"] + lines[4:]) + "\n")
+    for other in sorted(lasot_dir.glob("*.txt"))[1:]:
+        (partial / other.name).write_text(other.read_text())
+    out = run_cli("score-tracking", "--dataset", "lasot", "--data-root", mini, "--results", partial)
+    assert out.returncode == 2 and f"{first.name}, line 4" in out.stderr, out.stderr
+    test_split = run_cli("score-tracking", "--dataset", "got10k", "--split", "test", "--data-root", mini,
+                         "--results", tmp_path / "got")
+    assert test_split.returncode == 2 and "evaluation server" in test_split.stderr

@@ -201,7 +201,7 @@ class TrackingMetric(BaseMetric):
             folder = Path(self.results_dir)
             folder.mkdir(parents=True, exist_ok=True)
             for r in results:
-                np.savetxt(folder / f"{r['name']}.txt", r["pred"], fmt="%.2f", delimiter=",")
+                np.savetxt(folder / f"{r['name']}.txt", r["pred"], fmt="%.4f", delimiter=",")
             log.info("per-sequence boxes: %s", folder)
         if not self.score:
             return out
