@@ -26,7 +26,9 @@ def real_root(spec: TaskSpec, data_root: str | os.PathLike | None) -> Path:
 
 
 def mini_root(spec: TaskSpec, mini_dir: Path) -> Path:
-    return mini_dir / spec.dataset.get("subdir", spec.name)
+    """Where a task's generated mini data lives; ``mini_subdir`` separates tasks that share a real dataset folder
+    but generate different files (COCO keypoints vs COCO instances)."""
+    return mini_dir / spec.dataset.get("mini_subdir", spec.dataset.get("subdir", spec.name))
 
 
 def fingerprint(spec: TaskSpec, root: Path) -> str:

@@ -64,14 +64,17 @@ sys.path.insert(0, str(REPO))
 
 from bench_pretrain import cpu_description, matmul_rate  # noqa: E402  (scripts/ is on sys.path when run as a script)
 
+from tasks.tracking.adapter import DESIGN_DEFAULTS  # noqa: E402
+
 TRACKERS = {
     # key: (arch, template, search, design, published name)
     "vit_b": ("vit_base_patch16_224", 128, 256, "one-stream", "OSTrack-256"),
     "swin_b": ("swin_base_patch4_window7_224", 112, 224, "two-stream", "SwinTrack"),
 }
 HEAD = dict(head_channels=256, fusion_dim=384, fusion_layers=4, fusion_heads=8)
-# the design's training recipe (tasks/tracking/adapter.py DESIGN_DEFAULTS; weight decay and drop path: the task's)
-RECIPE = {"one-stream": dict(lr=4e-4, clip_grad=0.1), "two-stream": dict(lr=5e-4, clip_grad=None)}
+# the design's training recipe (lr, clipping, length: DESIGN_DEFAULTS; weight decay and drop path: the task's defaults)
+RECIPE = {d: dict(lr=r["lr"], clip_grad=r["clip_grad"], pairs=int(r["epochs"] * r["samples_per_epoch"]))
+          for d, r in DESIGN_DEFAULTS.items()}
 WEIGHT_DECAY, DROP_PATH, FUSION_DROP_PATH = 1e-4, 0.1, 0.1
 TEMPLATE_FACTOR, SEARCH_FACTOR = 2.0, 4.0
 FRAME_W, FRAME_H = 640, 480
@@ -79,7 +82,7 @@ INIT_BOX = (280.0, 195.0, 80.0, 90.0)  # x, y, w, h in the frame: a mid-sized ta
 PEER_ARCH, PEER_SIZE = "vit_base_patch16_224", 224
 
 CONFIGS = {
-    "cpu": dict(frames=15, warmup_frames=3, steps=3, warmup_steps=1, batch=8, peer_iters=15, peer_warmup=3),
+    "cpu": dict(frames=15, warmup_frames=3, steps=3, warmup_steps=2, batch=8, peer_iters=15, peer_warmup=3),
     "cuda": dict(frames=300, warmup_frames=30, steps=30, warmup_steps=5, batch=32, peer_iters=300, peer_warmup=30),
     "quick": dict(frames=3, warmup_frames=1, steps=2, warmup_steps=1, batch=2, peer_iters=3, peer_warmup=1),
 }
@@ -270,7 +273,8 @@ def bench_training(tracker, device: str, design: str, cfg: dict) -> dict:
         log(f"  step {i + 1}/{cfg['steps']}: {times[-1]:.2f} s")
     peak = peak_mib(device)
     return {**summary(times), "batch": B, "pairs_s": B / statistics.median(times), "warmup_s": warm,
-            "peak_mib": peak, "peak_reset": reset_ok, "lr": recipe["lr"], "clip_grad": recipe["clip_grad"]}
+            "peak_mib": peak, "peak_reset": reset_ok, "lr": recipe["lr"], "clip_grad": recipe["clip_grad"],
+            "recipe_pairs": recipe["pairs"], "recipe_days": recipe["pairs"] / (B / statistics.median(times)) / 86400}
 
 
 def child_tracker(spec: dict) -> dict:
@@ -390,12 +394,14 @@ def write(results: dict, out_dir: Path, stem: str) -> tuple[Path, Path]:
               "recipe) + AdamW step, drop path 0.1, `train()` mode" + (", bf16 autocast" if dev == "cuda" else
                                                                         ", fp32")
               + f"; median of {cfg['steps']} steps after {cfg['warmup_steps']} warm-up step(s).", "",
-              f"| model | batch | pairs/s | median s/step (min–max) | {mem} MiB |", "|---|---|---|---|---|"]
+              f"| model | batch | pairs/s | median s/step (min–max) | {mem} MiB | the design's recipe: pairs → days at "
+              "this rate |", "|---|---|---|---|---|---|"]
     for r in results["trackers"]:
         t = r["training"]
         lines.append(f"| {r['key']}: {r['design']} on `{r['arch']}` | {t['batch']} | {t['pairs_s']:.2f} | "
                      f"{t['median_s']:.2f} ({t['min_s']:.2f}–{t['max_s']:.2f}) | "
-                     f"{t['peak_mib']:.0f}{'' if t['peak_reset'] else ' *'} |")
+                     f"{t['peak_mib']:.0f}{'' if t['peak_reset'] else ' *'} | {t['recipe_pairs'] / 1e6:.1f} M → "
+                     f"{t['recipe_days']:,.0f} |")
     lines += ["", "## Published speeds (as published, not re-measured)", "",
               "| tracker | what | fps | device | source |", "|---|---|---|---|---|"]
     for p in PUBLISHED:
@@ -424,9 +430,10 @@ def paragraph(results: dict) -> list[str]:
             "(inference) and as the tracking task trains them (one optimizer step), at the paper sizes, on this "
             "CPU in fp32, with a plain ViT-B/16 classification forward measured alongside as a yardstick. What it "
             "means: these CPU numbers are for orientation only — they show the relative cost of the two designs "
-            "and of tracking versus a known model on the same machine, and that CPU training is far too slow for "
-            "the paper schedules (which run on GPUs); they are not comparable with the published GPU speeds "
-            "listed above. GPU numbers (`--device cuda`, bf16 autocast) are pending a GPU."]
+            "and of tracking versus a known model on the same machine (the × peer column), and that training on a "
+            "CPU is out of the question for the published schedules (last column); they are not comparable with the "
+            "published GPU speeds above, which are other models' numbers on other hardware, not re-measured. The "
+            "GPU numbers (`--device cuda`, bf16 autocast, batch 32 for training) are pending a GPU."]
 
 
 # ------------------------------------------------------------------------------------------------ main

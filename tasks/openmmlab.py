@@ -329,6 +329,10 @@ def build_runner(*, work_dir: Path, scope: str, seed: int, device: str, model: d
         # (the Runner reads it from its cfg, not from a keyword)
         kwargs["cfg"] = dict(model_wrapper_cfg=dict(type="MMDistributedDataParallel", device_ids=None,
                                                     broadcast_buffers=False, find_unused_parameters=False))
+    from mmengine.config import ConfigDict
+
+    if isinstance(model, dict):  # a ConfigDict, as from a config file: mmdet / mmseg read test_cfg by attribute
+        model = ConfigDict(model)
     runner = Runner(
         model=model, work_dir=str(work_dir), train_dataloader=train_dataloader,
         train_cfg=dict(type="IterBasedTrainLoop", max_iters=int(max_iters), val_interval=int(max_iters) + 1),

@@ -17,6 +17,7 @@ class NonFiniteLossHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
         loss = (outputs or {}).get("loss")
+        loss = loss.detach() if hasattr(loss, "detach") else loss
         if loss is not None and not math.isfinite(float(loss)):
             raise TaskFailed(f"the training loss became {float(loss)} at iteration {runner.iter + 1}",
                              "lower the learning rate (e.g. --set lr=...) or check the data and the checkpoint")

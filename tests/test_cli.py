@@ -26,8 +26,9 @@ def test_list_shows_every_task_with_status(tmp_path):
     out = run_cli("list")
     assert out.returncode == 0, out.stderr
     lines = {ln.split()[0]: ln for ln in out.stdout.splitlines()[1:]}
-    assert len(lines) == 27
-    assert "not implemented" in lines["got10k"] and "AO↑" in lines["got10k"]
+    assert len(lines) == 28
+    assert "not implemented" in lines["ade20k_m2f"] and "mIoU↑" in lines["ade20k_m2f"]
+    assert "implemented" in lines["got10k"] and "AO↑" in lines["got10k"]
     assert "implemented" in lines["coco_pose"] and "AP↑" in lines["coco_pose"]
     assert "rmse↓" in lines["nyu_depth"]
     assert "implemented" in lines["fashion_mnist_probe"] and "present" in lines["fashion_mnist_probe"]
@@ -128,7 +129,7 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, tiny_vit_ckpt, case):
               "unknown_task": "did you mean fashion_mnist_probe",
               "unknown_suite": "unknown suite 'semantics' — did you mean semantic",
               "missing_data": "task fashion_mnist_probe:",
-              "unwritable_work_dir": "work dir", "not_implemented": "not implemented yet: got10k",
+              "unwritable_work_dir": "work dir", "not_implemented": "not implemented yet: ade20k_m2f",
               "partial": "does not fill the backbone"}[case]
     if case == "missing_ckpt":
         ckpt = tmp_path / "nope.pth"
@@ -147,7 +148,7 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, tiny_vit_ckpt, case):
     elif case == "unknown_suite":
         base[1:3] = ["--suite", "semantics"]
     elif case == "not_implemented":
-        base[2] = "got10k,fashion_mnist_probe"
+        base[2] = "ade20k_m2f,fashion_mnist_probe"
     elif case == "missing_data":
         base += ["--data-root", tmp_path / "no_such_dir"]
     elif case == "unwritable_work_dir":

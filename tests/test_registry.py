@@ -7,7 +7,7 @@ ISSUE_TASKS = (["cog_l1", "cog_l2", "cog_l3", "cog_l4", "cog_l5"]
                + [f"k12_{n}" for n in ("food101", "cifar10", "cifar100", "birdsnap", "sun397", "cars", "aircraft",
                                       "voc2007", "dtd", "pets", "caltech101", "flowers102")]
                + ["inat18", "coco_pose", "crowdpose", "nyu_depth", "kitti_depth", "got10k", "lasot", "coco_det",
-                  "ade20k_seg"])
+                  "ade20k_seg", "ade20k_m2f"])
 
 
 def test_every_task_of_the_paper_is_declared_in_its_suite():
@@ -16,7 +16,7 @@ def test_every_task_of_the_paper_is_declared_in_its_suite():
     suites = registry.suites(specs)
     assert set(suites["semantic"]) == {t for t in ISSUE_TASKS if t.startswith(("cog", "k12", "inat"))}
     assert set(suites["geometric"]) == {"coco_pose", "crowdpose", "nyu_depth", "kitti_depth", "got10k", "lasot"}
-    assert set(suites["combined"]) == {"coco_det", "ade20k_seg"}
+    assert set(suites["combined"]) == {"coco_det", "ade20k_seg", "ade20k_m2f"}
     assert set(suites["all"]) == set(ISSUE_TASKS)
     assert registry.groups(specs)["k12"] == [t for t in ISSUE_TASKS if t.startswith("k12")]
     assert len(registry.groups(specs)["cog"]) == 5
@@ -33,7 +33,7 @@ def test_includes_merge_and_directions():
 
 def test_resolve_groups_suites_and_did_you_mean():
     assert [s.name for s in registry.resolve(tasks="cog")] == [f"cog_l{i}" for i in range(1, 6)]
-    assert len(registry.resolve(suite="all")) == 26
+    assert len(registry.resolve(suite="all")) == 27
     names = [s.name for s in registry.resolve(tasks="coco_pose,coco_pose,nyu_depth")]
     assert names == ["coco_pose", "nyu_depth"]
     with pytest.raises(BenchmarkError, match="did you mean k12_cifar10"):
@@ -49,7 +49,7 @@ def test_adapters_load_lazily_and_unimplemented_are_refused():
     assert spec.implemented
     assert registry.load_adapter(spec).__name__ == "FashionMNISTProbe"
     with pytest.raises(BenchmarkError, match="not implemented yet"):
-        registry.load_adapter(registry.get_task("lasot"))
+        registry.load_adapter(registry.get_task("ade20k_m2f"))
 
 
 def test_config_hash_tracks_preset(tmp_path):

@@ -1,0 +1,221 @@
+"""COCO detection + instance segmentation: Mask R-CNN with FPN on mmdet 3.3.0 and the backbone under test.
+
+Protocol (docs/protocols.md):
+
+* model: mmdet ``MaskRCNN`` — ``MIMBackbone`` (four levels, strides 4/8/16/32: Swin's native stages; a plain ViT's
+  simple feature pyramid from its last block, deconvolutions / max-pool with LayerNorm, ViTDet-style) → ``FPN``
+  (256 channels, 5 levels) → RPN → ``StandardRoIHead`` (RoIAlign 7 / 14, ``Shared2FCBBoxHead``, ``FCNMaskHead``),
+  80 COCO classes, mmdet's Mask R-CNN train / test settings. Plain ViTs use **global attention in every block**
+  (timm's fused scaled-dot-product attention keeps the 4,096-token 1024-px input in memory), not ViTDet's window
+  attention with four global blocks: the checkpoint is evaluated with the attention it was pre-trained with, the
+  same as in every other task of the suite; the cost is speed at 1024 px.
+* training, by backbone family (a preset value of ``null`` takes the family's):
+  - Swin / SwinV2 — mmdet's ``mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x`` recipe: multi-scale training (short side
+    drawn from 480…800, long side ≤ 1333; the recipe's second branch, a random crop between two resizes, is not
+    reproduced), flip; AdamW 1e-4 for batch 16, wd 0.05 (none on norms and position tables), no layer decay,
+    1,000-iteration linear warm-up, ×0.1 at epochs 27 and 33 of 36.
+  - plain ViT — the ViTDet recipe: large-scale jitter (resize to 1024 × U(0.1, 2.0), crop / pad 1024), flip; AdamW
+    1e-4 for batch 64, wd 0.1, layer decay 0.7, drop path 0.1, 250-iteration warm-up, ×0.1 at 88.9 % and 96.3 % of
+    184,375 iterations (~100 epochs); AMP on CUDA.
+* evaluation: val2017 at the test scale (Swin: 1333 × 800 keep-ratio; ViT: 1024 keep-ratio, padded), mmdet's
+  ``CocoMetric`` (pycocotools) for ``bbox`` and ``segm``: AP, AP50, AP75 in percent; the small / medium / large APs
+  are stored as extras when pycocotools gives them (it reports −1 for a size bucket without ground truth, which is
+  never stored as a score).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from benchmark.errors import DataError
+from tasks import openmmlab as mm
+from tasks.base import Param
+
+METRICS = {f"{kind}_{name}": f"coco/{kind}_{src}" for kind in ("bbox", "segm")
+           for name, src in (("AP", "mAP"), ("AP50", "mAP_50"), ("AP75", "mAP_75"))}
+SIZE_BUCKETS = {f"{kind}_AP{s}": f"coco/{kind}_mAP_{s}" for kind in ("bbox", "segm") for s in ("s", "m", "l")}
+
+# The published recipe of each backbone family; a parameter left null takes its family's value.
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "swin": dict(augment="multiscale", batch_size=16, weight_decay=0.05, layer_decay=1.0, epochs=36.0,
+                 milestones_epochs=[27, 33], warmup_iters=1000, test_scale=[1333, 800]),
+    "plain": dict(augment="lsj", batch_size=64, weight_decay=0.1, layer_decay=0.7, iters=184_375,
+                  milestones_frac=[0.889, 0.963], warmup_iters=250, test_scale=[1024, 1024]),
+}
+
+
+class COCODet(mm.TrainedTask):
+    scope = "mmdet"
+    train_share = 0.85
+    params: ClassVar[dict[str, Param]] = {
+        **mm.TrainedTask.params,
+        "batch_size": Param(None, int, "TOTAL batch over all processes (null: Swin 16 / ViT 64)", nullable=True),
+        "lr": Param(1e-4, float, "peak learning rate for the total batch_size"),
+        "schedule": Param("step", str, "lr schedule after the warm-up", choices=mm.SCHEDULES),
+        "milestones_epochs": Param(None, list, "step: x0.1 at these epochs (null: Swin 27, 33)", nullable=True),
+        "milestones_frac": Param(None, list, "step with iters: x0.1 at these fractions (null: ViT 0.889, 0.963)",
+                                 nullable=True),
+        "weight_decay": Param(None, float, "AdamW weight decay (null: Swin 0.05 / ViT 0.1)", nullable=True),
+        "layer_decay": Param(None, float, "layer-wise lr decay (null: Swin none / ViT 0.7)", nullable=True),
+        "drop_path": Param(0.1, float, "stochastic depth rate of the backbone"),
+        "augment": Param(None, str, "multiscale (Swin 3x recipe) or lsj (ViTDet large-scale jitter); null: the "
+                                    "family's", nullable=True, choices=("multiscale", "lsj")),
+        "image_size": Param(1024, int, "lsj: the square training crop / test pad size"),
+        "train_short_sides": Param([480, 512, 544, 576, 608, 640, 672, 704, 736, 768, 800], list,
+                                   "multiscale: short sides to draw from"),
+        "max_long_side": Param(1333, int, "multiscale: longest side"),
+        "test_scale": Param(None, list, "test resize (long, short), keep ratio (null: Swin 1333x800 / ViT 1024)",
+                            nullable=True),
+        "fpn_channels": Param(256, int, "FPN / RoI head width"),
+        "fc_channels": Param(1024, int, "box head fully connected width"),
+        "rpn_proposals": Param(1000, int, "proposals kept per image after NMS (train and test)"),
+        "rcnn_samples": Param(512, int, "RoIs sampled per image for the box / mask heads in training"),
+        "workers": Param(4, int, "DataLoader worker processes per training process"),
+    }
+
+    @classmethod
+    def check_data(cls, spec, root: Path) -> None:
+        super().check_data(spec, root)
+        from .layout import check_coco_instances
+
+        check_coco_instances(root)
+
+    @classmethod
+    def make_mini(cls, spec, out_dir: Path, seed: int) -> None:
+        from .mini import make_coco_instances
+
+        make_coco_instances(out_dir, seed=seed)
+
+    def training_params(self) -> dict[str, Any]:
+        from benchmark.families import family
+
+        p = dict(self.ctx.params)
+        fam = "swin" if family(str(self.meta["arch"])) == "swin" else "plain"
+        for key, value in FAMILY_DEFAULTS[fam].items():
+            if p.get(key) is None or (key == "milestones_epochs" and p.get(key) == []):
+                p[key] = value
+        p["milestones_epochs"] = p["milestones_epochs"] or []
+        p["milestones_frac"] = p["milestones_frac"] or []
+        return p
+
+    def _dataset(self, split: str, pipeline: list) -> dict:
+        cfg = dict(type="CocoDataset", data_root=str(self.ctx.data_root),
+                   ann_file=f"annotations/instances_{split}2017.json", data_prefix=dict(img=f"{split}2017/"),
+                   pipeline=pipeline, backend_args=None)
+        if split == "train":
+            cfg["filter_cfg"] = dict(filter_empty_gt=True, min_size=32)
+        else:
+            cfg["test_mode"] = True
+        if self.ctx.subset:
+            cfg["indices"] = int(self.ctx.subset)
+        return cfg
+
+    def pipelines(self) -> tuple[list[dict], list[dict]]:
+        p = self.p
+        load = [dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", with_bbox=True, with_mask=True)]
+        pack = dict(type="PackDetInputs", meta_keys=("img_id", "img_path", "ori_shape", "img_shape",
+                                                     "scale_factor", "flip", "flip_direction"))
+        if p["augment"] == "lsj":
+            size = int(p["image_size"])
+            train = load + [
+                dict(type="RandomResize", scale=(size, size), ratio_range=(0.1, 2.0), keep_ratio=True),
+                dict(type="RandomCrop", crop_type="absolute_range", crop_size=(size, size), recompute_bbox=True,
+                     allow_negative_crop=True),
+                dict(type="FilterAnnotations", min_gt_bbox_wh=(1e-2, 1e-2)),
+                dict(type="RandomFlip", prob=0.5), dict(type="Pad", size=(size, size), pad_val=dict(img=(114,) * 3)),
+                pack]
+        else:
+            long = int(p["max_long_side"])
+            train = load + [
+                dict(type="RandomChoiceResize", scales=[(long, int(s)) for s in p["train_short_sides"]],
+                     keep_ratio=True),
+                dict(type="RandomFlip", prob=0.5), pack]
+        scale = tuple(int(v) for v in p["test_scale"])
+        test = [dict(type="LoadImageFromFile"), dict(type="Resize", scale=scale, keep_ratio=True),
+                dict(type="LoadAnnotations", with_bbox=True, with_mask=True), pack]
+        return train, test
+
+    def datasets(self) -> mm.TaskData:
+        from mmdet.registry import DATASETS
+
+        train_pipeline, test_pipeline = self.pipelines()
+        train_set = DATASETS.build(self._dataset("train", train_pipeline))
+        val_set = DATASETS.build(self._dataset("val", test_pipeline))
+        if len(train_set) == 0 or len(val_set) == 0:
+            raise DataError(f"task {self.ctx.spec.name}: empty split ({len(train_set)} training / {len(val_set)} "
+                            f"validation images with objects under {self.ctx.data_root})", f"see {self.ctx.spec.docs}")
+        metric = dict(type="CocoMetric", ann_file=str(self.ctx.data_root / "annotations/instances_val2017.json"),
+                      metric=["bbox", "segm"], format_only=False, backend_args=None)
+        return mm.TaskData(
+            train=train_set, evaluations=[mm.Evaluation("val", val_set, metric)],
+            summary=f"{len(train_set)} training / {len(val_set)} validation images",
+            extra={"train_images": len(train_set), "val_images": len(val_set), "augment": self.p["augment"]},
+            digest=dict(train=len(train_set), val=len(val_set)))
+
+    def model(self) -> dict:
+        from benchmark.backbone import output_channels
+        from benchmark.families import family
+
+        p = self.p
+        fpn = int(p["fpn_channels"])
+        plain = family(str(self.meta["arch"])) != "swin"
+        # ViT: the shared pyramid projects to the FPN width (ViTDet's simple pyramid is 256 wide)
+        backbone = self.backbone(out_indices=(0, 1, 2, 3), **({"out_channels": fpn} if plain else {}))
+        channels = [fpn] * 4 if plain else output_channels(self.meta, (0, 1, 2, 3))
+        nms = dict(type="nms", iou_threshold=0.7)
+        proposals = int(p["rpn_proposals"])
+        assigner = dict(type="MaxIoUAssigner", match_low_quality=True, ignore_iof_thr=-1)
+        return dict(
+            type="MaskRCNN",
+            data_preprocessor=dict(type="DetDataPreprocessor", mean=mm.IMAGENET_MEAN, std=mm.IMAGENET_STD,
+                                   bgr_to_rgb=True, pad_mask=True, pad_size_divisor=32),
+            backbone=backbone,
+            neck=dict(type="FPN", in_channels=channels, out_channels=fpn, num_outs=5),
+            rpn_head=dict(
+                type="RPNHead", in_channels=fpn, feat_channels=fpn,
+                anchor_generator=dict(type="AnchorGenerator", scales=[8], ratios=[0.5, 1.0, 2.0],
+                                      strides=[4, 8, 16, 32, 64]),
+                bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4, target_stds=[1.0] * 4),
+                loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=True, loss_weight=1.0),
+                loss_bbox=dict(type="L1Loss", loss_weight=1.0)),
+            roi_head=dict(
+                type="StandardRoIHead",
+                bbox_roi_extractor=dict(type="SingleRoIExtractor", out_channels=fpn, featmap_strides=[4, 8, 16, 32],
+                                        roi_layer=dict(type="RoIAlign", output_size=7, sampling_ratio=0)),
+                bbox_head=dict(type="Shared2FCBBoxHead", in_channels=fpn, fc_out_channels=int(p["fc_channels"]),
+                               roi_feat_size=7, num_classes=80, reg_class_agnostic=False,
+                               bbox_coder=dict(type="DeltaXYWHBBoxCoder", target_means=[0.0] * 4,
+                                               target_stds=[0.1, 0.1, 0.2, 0.2]),
+                               loss_cls=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0),
+                               loss_bbox=dict(type="L1Loss", loss_weight=1.0)),
+                mask_roi_extractor=dict(type="SingleRoIExtractor", out_channels=fpn, featmap_strides=[4, 8, 16, 32],
+                                        roi_layer=dict(type="RoIAlign", output_size=14, sampling_ratio=0)),
+                mask_head=dict(type="FCNMaskHead", num_convs=4, in_channels=fpn, conv_out_channels=fpn,
+                               num_classes=80, loss_mask=dict(type="CrossEntropyLoss", use_mask=True,
+                                                              loss_weight=1.0))),
+            train_cfg=dict(
+                rpn=dict(assigner=dict(**assigner, pos_iou_thr=0.7, neg_iou_thr=0.3, min_pos_iou=0.3),
+                         sampler=dict(type="RandomSampler", num=256, pos_fraction=0.5, neg_pos_ub=-1,
+                                      add_gt_as_proposals=False),
+                         allowed_border=-1, pos_weight=-1, debug=False),
+                rpn_proposal=dict(nms_pre=2000, max_per_img=proposals, nms=nms, min_bbox_size=0),
+                rcnn=dict(assigner=dict(**assigner, pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.5),
+                          sampler=dict(type="RandomSampler", num=int(p["rcnn_samples"]), pos_fraction=0.25,
+                                       neg_pos_ub=-1, add_gt_as_proposals=True),
+                          mask_size=28, pos_weight=-1, debug=False)),
+            test_cfg=dict(
+                rpn=dict(nms_pre=1000, max_per_img=proposals, nms=nms, min_bbox_size=0),
+                rcnn=dict(score_thr=0.05, nms=dict(type="nms", iou_threshold=0.5), max_per_img=100,
+                          mask_thr_binary=0.5)))
+
+    def metrics(self, results: dict[str, dict[str, float]]) -> dict[str, float]:
+        val = results["val"]
+        if not any(src in val for src in METRICS.values()):
+            # mmdet's CocoMetric returns nothing when no box scored above the threshold: that model's AP is 0
+            self.extra["no_detections"] = True
+            return {name: 0.0 for name in METRICS}
+        buckets = {k: 100.0 * float(val[src]) for k, src in SIZE_BUCKETS.items()
+                   if src in val and float(val[src]) >= 0}  # -1: no ground truth of that size
+        self.extra.update(buckets)
+        return mm.pick(val, METRICS, scale=100.0)

@@ -1,0 +1,1 @@
+"""Semantic segmentation tasks (ADE20K): mini data and layout checks."""

@@ -1,0 +1,145 @@
+"""ADE20K semantic segmentation (150 classes) with UperNet on mmsegmentation 1.2.2 and the backbone under test.
+
+Protocol (docs/protocols.md; mmseg's ``upernet`` ADE20K configs and the BEiT / MAE fine-tuning recipe):
+
+* model: mmseg ``EncoderDecoder``; backbone ``MIMBackbone`` with its four levels (strides 4/8/16/32): Swin's native
+  stages; a plain ViT's shared simple feature pyramid built from its last block (ViTDet-style). The BEiT / MAE
+  reference configs instead read four intermediate blocks (3, 5, 7, 11) through a multi-level neck: the suite uses
+  one pyramid for every dense task, so a checkpoint is judged by the same features everywhere (documented as a
+  deviation). ``UPerHead`` (512 channels, pool scales 1/2/3/6, dropout 0.1) on all four levels + an auxiliary
+  ``FCNHead`` (256 channels, weight 0.4) on the stride-16 level; cross-entropy, label 0 ignored
+  (``reduce_zero_label``: the 150 classes become 0..149).
+* training (``TrainedTask``): ``RandomResize`` of ``scale`` (2048, 512) at ratio 0.5–2, ``RandomCrop`` 512 with
+  ``cat_max_ratio`` 0.75, flip, ``PhotoMetricDistortion``; AdamW lr 1e-4 for batch 16, wd 0.05, layer decay 0.65
+  (MIM checkpoints, the BEiT / MAE recipe), linear warm-up 1,500 iterations then poly (power 1) to 0 at 160k
+  iterations; drop path 0.1.
+* evaluation: single-scale ``Resize`` to ``scale`` (keep ratio), whole-image inference (``test_mode: whole``) or
+  sliding windows (``slide``: crop 512, stride 341); mmseg ``IoUMetric``: mIoU (primary), aAcc, mAcc in percent.
+  A ``--set test_mode=slide`` run is stored under its own preset label, so it never mixes with whole-image rows.
+  Multi-scale + flip testing is not offered yet.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from benchmark.errors import DataError
+from tasks import openmmlab as mm
+from tasks.base import Param
+
+NUM_CLASSES = 150
+
+
+class ADE20KSeg(mm.TrainedTask):
+    scope = "mmseg"
+    train_share = 0.85
+    params: ClassVar[dict[str, Param]] = {
+        **mm.TrainedTask.params,
+        "batch_size": Param(16, int, "TOTAL batch over all processes (lr is for this batch)"),
+        "lr": Param(1e-4, float, "peak learning rate for the total batch_size"),
+        "iters": Param(160_000, int, "training iterations", nullable=True),
+        "schedule": Param("poly", str, "lr schedule after the warm-up", choices=(*mm.SCHEDULES, "poly")),
+        "warmup_iters": Param(1500, int, "linear warm-up length in iterations", nullable=True),
+        "warmup_ratio": Param(1e-6, float, "the warm-up starts at warmup_ratio x lr"),
+        "weight_decay": Param(0.05, float, "AdamW weight decay"),
+        "layer_decay": Param(0.65, float, "layer-wise lr decay rate (1: none)"),
+        "drop_path": Param(0.1, float, "stochastic depth rate of the backbone"),
+        "scale": Param([2048, 512], list, "RandomResize / test Resize scale (long, short side)"),
+        "crop_size": Param([512, 512], list, "training crop (height, width)"),
+        "cat_max_ratio": Param(0.75, float, "RandomCrop: largest share one class may take of a crop"),
+        "channels": Param(512, int, "UPerHead channels"),
+        "aux_channels": Param(256, int, "auxiliary FCNHead channels"),
+        "aux_weight": Param(0.4, float, "auxiliary loss weight"),
+        "test_mode": Param("whole", str, "whole-image or sliding-window inference", choices=("whole", "slide")),
+        "workers": Param(4, int, "DataLoader worker processes per training process"),
+    }
+
+    @classmethod
+    def check_data(cls, spec, root: Path) -> None:
+        super().check_data(spec, root)
+        from .layout import check_ade20k
+
+        check_ade20k(root)
+
+    @classmethod
+    def make_mini(cls, spec, out_dir: Path, seed: int) -> None:
+        from .mini import make_ade20k
+
+        make_ade20k(out_dir, seed=seed)
+
+    def schedule(self, plan: mm.Plan) -> list[dict]:
+        if self.p["schedule"] != "poly":
+            return super().schedule(plan)
+        warm = plan.warmup_iters
+        steps = [dict(type="LinearLR", start_factor=float(self.p["warmup_ratio"]), by_epoch=False, begin=0,
+                      end=warm)] if warm else []
+        return steps + [dict(type="PolyLR", eta_min=0.0, power=1.0, by_epoch=False, begin=warm, end=plan.max_iters)]
+
+    def _dataset(self, split: str, pipeline: list) -> dict:
+        folder = "training" if split == "train" else "validation"
+        cfg = dict(type="ADE20KDataset", data_root=str(self.ctx.data_root),
+                   data_prefix=dict(img_path=f"images/{folder}", seg_map_path=f"annotations/{folder}"),
+                   pipeline=pipeline)
+        if self.ctx.subset:
+            cfg["indices"] = int(self.ctx.subset)  # the first N (sorted file names): deterministic
+        return cfg
+
+    def datasets(self) -> mm.TaskData:
+        from mmseg.registry import DATASETS
+
+        p = self.p
+        scale = tuple(int(v) for v in p["scale"])
+        crop = tuple(int(v) for v in p["crop_size"])
+        train_pipeline = [
+            dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", reduce_zero_label=True),
+            dict(type="RandomResize", scale=scale, ratio_range=(0.5, 2.0), keep_ratio=True),
+            dict(type="RandomCrop", crop_size=crop, cat_max_ratio=float(p["cat_max_ratio"])),
+            dict(type="RandomFlip", prob=0.5), dict(type="PhotoMetricDistortion"), dict(type="PackSegInputs")]
+        test_pipeline = [dict(type="LoadImageFromFile"), dict(type="Resize", scale=scale, keep_ratio=True),
+                         dict(type="LoadAnnotations", reduce_zero_label=True), dict(type="PackSegInputs")]
+        train_set = DATASETS.build(self._dataset("train", train_pipeline))
+        val_set = DATASETS.build(self._dataset("val", test_pipeline))
+        if len(train_set) == 0 or len(val_set) == 0:
+            raise DataError(f"task {self.ctx.spec.name}: empty split ({len(train_set)} training / {len(val_set)} "
+                            f"validation images under {self.ctx.data_root})", f"see {self.ctx.spec.docs}")
+        return mm.TaskData(
+            train=train_set,
+            evaluations=[mm.Evaluation("val", val_set, dict(type="IoUMetric", iou_metrics=["mIoU"]))],
+            summary=f"{len(train_set)} training / {len(val_set)} validation images",
+            extra={"train_images": len(train_set), "val_images": len(val_set),
+                   "test": f"single-scale, {p['test_mode']}"},
+            digest=dict(train=len(train_set), val=len(val_set)))
+
+    def model(self) -> dict:
+        from benchmark.backbone import output_channels
+        from benchmark.distributed import world_size
+
+        p = self.p
+        channels = output_channels(self.meta, (0, 1, 2, 3))
+        crop = tuple(int(v) for v in p["crop_size"])
+        # SyncBN across GPUs as the reference configs; plain BN on the CPU (gloo has no SyncBN kernels)
+        norm = dict(type="SyncBN" if self.ctx.device.startswith("cuda") and world_size() > 1 else "BN",
+                    requires_grad=True)
+        test_cfg: dict[str, Any] = dict(mode=p["test_mode"])
+        if p["test_mode"] == "slide":
+            test_cfg.update(crop_size=crop, stride=(crop[0] * 2 // 3, crop[1] * 2 // 3))  # 512 / 341
+        return dict(
+            type="EncoderDecoder",
+            data_preprocessor=dict(type="SegDataPreProcessor", mean=mm.IMAGENET_MEAN, std=mm.IMAGENET_STD,
+                                   bgr_to_rgb=True, pad_val=0, seg_pad_val=255, size=crop,
+                                   test_cfg=dict(size_divisor=32)),
+            backbone=self.backbone(out_indices=(0, 1, 2, 3)),
+            decode_head=dict(type="UPerHead", in_channels=channels, in_index=[0, 1, 2, 3], pool_scales=(1, 2, 3, 6),
+                             channels=int(p["channels"]), dropout_ratio=0.1, num_classes=NUM_CLASSES,
+                             norm_cfg=norm, align_corners=False,
+                             loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False, loss_weight=1.0)),
+            auxiliary_head=dict(type="FCNHead", in_channels=channels[2], in_index=2, channels=int(p["aux_channels"]),
+                                num_convs=1, concat_input=False, dropout_ratio=0.1, num_classes=NUM_CLASSES,
+                                norm_cfg=norm, align_corners=False,
+                                loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False,
+                                                 loss_weight=float(p["aux_weight"]))),
+            train_cfg=dict(), test_cfg=test_cfg)
+
+    def metrics(self, results: dict[str, dict[str, float]]) -> dict[str, float]:
+        return mm.pick(results["val"], {n: n for n in ("mIoU", "aAcc", "mAcc")})

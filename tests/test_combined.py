@@ -1,0 +1,101 @@
+"""The combined tasks end to end through `benchmark run`: COCO Mask R-CNN (mmdet) and ADE20K UperNet (mmseg) on
+generated mini data, tiny backbones, CPU. The mini data and layout checks are tested in test_detection_data.py and
+test_segmentation_data.py; the metrics are OpenMMLab's own (mmdet CocoMetric, mmseg IoUMetric)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import TINY_SWIN, make_ckpt, run_cli
+
+pytestmark = [pytest.mark.mm, pytest.mark.slow]
+
+COCO_METRICS = {f"{k}_{m}" for k in ("bbox", "segm") for m in ("AP", "AP50", "AP75")}
+
+
+def _results(db: Path) -> pd.DataFrame:
+    with sqlite3.connect(db) as conn:
+        return pd.read_sql("SELECT task, preset, metric, value FROM results", conn)
+
+
+def _extra(db: Path, task: str, preset: str) -> dict:
+    with sqlite3.connect(db) as conn:
+        (extra,) = conn.execute("SELECT extra FROM runs WHERE task = ? AND preset = ? AND status = 'ok' "
+                                "ORDER BY id DESC LIMIT 1", (task, preset)).fetchone()
+    return json.loads(extra)
+
+
+@pytest.fixture(scope="module")
+def combined(tmp_path_factory, tiny_vit_ckpt):
+    """Both tasks (ci preset) on the tiny ViT, and the same after one training iteration."""
+    wd = tmp_path_factory.mktemp("combined")
+    db = wd / "r.db"
+    common = ["--ckpt", tiny_vit_ckpt, "--data", "mini", "--work-dir", wd / "wd", "--db", db]
+    out = run_cli("run", "--suite", "combined", *common)
+    assert out.returncode == 0, out.stdout + out.stderr[-3000:]
+    assert "skip ade20k_m2f: not implemented yet" in out.stderr
+    untrained = run_cli("run", "--tasks", "coco_det,ade20k_seg", "--set", "iters=1", *common)
+    assert untrained.returncode == 0, untrained.stderr[-3000:]
+    return wd, db
+
+
+def test_both_tasks_store_the_openmmlab_metrics(combined):
+    _, db = combined
+    ci = _results(db).query("preset == 'ci'")
+    assert set(ci[ci.task == "coco_det"].metric) == COCO_METRICS
+    assert set(ci[ci.task == "ade20k_seg"].metric) == {"mIoU", "aAcc", "mAcc"}
+    assert ((ci.value >= 0) & (ci.value <= 100)).all(), ci
+    extra = _extra(db, "coco_det", "ci")
+    assert all(v >= 0 for k, v in extra.items() if k.endswith(("APs", "APm", "APl"))), extra  # never a -1
+    assert _extra(db, "ade20k_seg", "ci")["test"] == "single-scale, whole"
+
+
+def test_the_mini_data_is_learnable(combined):
+    """Measured (tiny random-init ViT, 300 iterations vs 1): ADE20K mIoU 73.0 vs 1.9; COCO box AP50 8.5 vs 0,
+    mask AP50 3.4 vs 0 (a tiny Mask R-CNN learns slowly on the CPU; the numbers show the path learns)."""
+    _, db = combined
+    res = _results(db).set_index(["task", "preset", "metric"])["value"]
+    assert res["ade20k_seg", "ci", "mIoU"] > res["ade20k_seg", "ci+iters=1", "mIoU"] + 20, res
+    assert res["coco_det", "ci", "bbox_AP50"] > res["coco_det", "ci+iters=1", "bbox_AP50"] + 4, res
+    assert res["coco_det", "ci", "segm_AP50"] > res["coco_det", "ci+iters=1", "segm_AP50"] + 1, res
+
+
+def test_swin_under_two_process_ddp(combined, tmp_path):
+    wd, _ = combined
+    swin = make_ckpt(tmp_path / "swin.pth", TINY_SWIN)
+    out = run_cli("run", "--ckpt", swin, "--tasks", "coco_det,ade20k_seg", "--data", "mini", "--nproc", "2",
+                  "--set", "iters=4", "--work-dir", wd / "wd", "--db", tmp_path / "s.db")
+    assert out.returncode == 0, out.stderr[-3000:]
+    for task in ("coco_det", "ade20k_seg"):
+        assert _extra(tmp_path / "s.db", task, "ci+iters=4")["iterations"] == 4
+
+
+def test_bad_combined_data_is_one_line(combined, tmp_path):
+    wd, db = combined
+    with sqlite3.connect(db) as conn:
+        ckpt = conn.execute("SELECT ckpt_path FROM runs LIMIT 1").fetchone()[0]
+    ade = tmp_path / "ADEChallengeData2016"
+    for sub in ("images/training", "images/validation", "annotations/training", "annotations/validation"):
+        (ade / sub).mkdir(parents=True)
+    (ade / "images/training/ADE_train_00000001.jpg").write_bytes(b"x")
+    (ade / "images/validation/ADE_val_00000001.jpg").write_bytes(b"x")
+    out = run_cli("run", "--ckpt", ckpt, "--tasks", "ade20k_seg", "--data-root", tmp_path, "--work-dir",
+                  tmp_path / "w", "--db", tmp_path / "b.db")
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert out.returncode == 2 and len(errors) == 1 and "ADE_train_00000001" in errors[0], out.stderr
+    coco = tmp_path / "coco"
+    (coco / "annotations").mkdir(parents=True)
+    (coco / "train2017").mkdir()
+    (coco / "val2017").mkdir()
+    bad = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "persn", "supercategory": "x"}]}
+    for split in ("train", "val"):
+        (coco / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(bad))
+    out = run_cli("run", "--ckpt", ckpt, "--tasks", "coco_det", "--data-root", tmp_path, "--work-dir",
+                  tmp_path / "w", "--db", tmp_path / "b.db")
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert out.returncode == 2 and len(errors) == 1 and "persn" in errors[0], out.stderr
