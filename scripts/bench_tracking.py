@@ -63,6 +63,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench_pretrain import cpu_description, matmul_rate  # noqa: E402  (scripts/ is on sys.path when run as a script)
+from bench_semantic import busy_cpu_seconds, load_average  # noqa: E402
 
 from tasks.tracking.adapter import DESIGN_DEFAULTS  # noqa: E402
 
@@ -108,23 +109,6 @@ PUBLISHED = [
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
-
-
-def busy_cpu_seconds() -> float | None:
-    """CPU seconds spent (not idle / iowait) by the whole machine so far, from /proc/stat; None where there is none."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    except OSError:
-        return None
-    ticks = [int(f) for f in fields]
-    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # user..steal minus idle, iowait
-
-
-def load_average() -> float | None:
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return None
 
 
 def rss_mib() -> float:
