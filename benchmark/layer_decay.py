@@ -77,7 +77,8 @@ def trunk_layer_ids(trunk: nn.Module) -> tuple[dict[str, int], int]:
 
 
 def layer_decay_param_groups(model: nn.Module, base_lr: float, weight_decay: float,
-                             layer_decay: float, trunk_lr_mult: float = 1.0) -> list[dict[str, Any]]:
+                             layer_decay: float, trunk_lr_mult: float = 1.0,
+                             head_no_decay: tuple[str, ...] = ()) -> list[dict[str, Any]]:
     """Optimizer param groups with layer-wise lr decay (BEiT / MAE / SimMIM fine-tuning recipe).
 
     Trunk parameters (of every MIMBackbone in ``model``, or of ``model`` itself when it is a timm model) get the layer
@@ -87,6 +88,8 @@ def layer_decay_param_groups(model: nn.Module, base_lr: float, weight_decay: flo
     ``weight_decay`` otherwise. Every other trainable parameter (pyramid, neck, heads) is in the head layer L+1: lr
     ``base_lr`` and ``weight_decay``. Each group carries ``lr``, ``lr_scale`` and ``weight_decay``.
     ``trunk_lr_mult`` scales every trunk group on top of the decay (the trackers' "backbone lr x 0.1").
+    ``head_no_decay``: fnmatch patterns of parameter names outside the trunk that take no weight decay (Mask2Former's
+    query and level embeddings).
 
     timm's own ``param_groups_layer_decay`` is not called directly: run on a trunk without its classifier it puts the
     last block at scale 1 (its top layer is the last block, not the head), one decay step off this recipe. The layer
@@ -110,11 +113,14 @@ def layer_decay_param_groups(model: nn.Module, base_lr: float, weight_decay: flo
             rank = head - lid
             scales[rank] = float(layer_decay) ** rank * float(trunk_lr_mult)
             buckets.setdefault((rank, 0.0 if no_decay else float(weight_decay)), []).append(p)
-    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in seen]
+    rest = [(n, p) for n, p in model.named_parameters() if p.requires_grad and id(p) not in seen]
     groups = [{"params": params, "lr": base_lr * scales[rank], "lr_scale": scales[rank], "weight_decay": wd}
               for (rank, wd), params in sorted(buckets.items(), key=lambda kv: -kv[0][0])]
-    if rest:
-        groups.append({"params": rest, "lr": base_lr, "lr_scale": 1.0, "weight_decay": float(weight_decay)})
+    exempt = [any(fnmatch.fnmatch(n, pat) for pat in head_no_decay) for n, _ in rest]
+    for params, wd in (([p for (_, p), e in zip(rest, exempt) if not e], float(weight_decay)),
+                       ([p for (_, p), e in zip(rest, exempt) if e], 0.0)):
+        if params:
+            groups.append({"params": params, "lr": base_lr, "lr_scale": 1.0, "weight_decay": wd})
     return groups
 
 
@@ -132,15 +138,17 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         paramwise_cfg = dict(paramwise_cfg or {})
         rate = paramwise_cfg.pop("layer_decay_rate", paramwise_cfg.pop("layer_decay", None))
         mult = float(paramwise_cfg.pop("trunk_lr_mult", 1.0))
+        head_no_decay = tuple(paramwise_cfg.pop("head_no_decay", ()))
         if rate is None or not 0 < float(rate) <= 1:
             raise BenchmarkError(f"paramwise_cfg.layer_decay_rate must be in (0, 1], got {rate}",
                                  "e.g. paramwise_cfg=dict(layer_decay_rate=0.65)")
         if paramwise_cfg:
             raise BenchmarkError(f"LayerDecayOptimWrapperConstructor does not take {sorted(paramwise_cfg)}",
-                                 "paramwise_cfg takes only layer_decay_rate and trunk_lr_mult")
+                                 "paramwise_cfg takes only layer_decay_rate, trunk_lr_mult and head_no_decay")
         super().__init__(optim_wrapper_cfg, None)
         self.layer_decay_rate = float(rate)
         self.trunk_lr_mult = mult
+        self.head_no_decay = head_no_decay
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
         optim_wrapper_cfg = self.optim_wrapper_cfg.copy()
@@ -149,7 +157,8 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         if self.base_lr is None:
             raise BenchmarkError("optimizer config has no lr", "set optim_wrapper.optimizer.lr")
         optimizer_cfg["params"] = layer_decay_param_groups(
-            model, float(self.base_lr), float(self.base_wd or 0.0), self.layer_decay_rate, self.trunk_lr_mult)
+            model, float(self.base_lr), float(self.base_wd or 0.0), self.layer_decay_rate, self.trunk_lr_mult,
+            self.head_no_decay)
         optimizer = OPTIMIZERS.build(optimizer_cfg)
         return OPTIM_WRAPPERS.build(optim_wrapper_cfg, default_args=dict(optimizer=optimizer))
 

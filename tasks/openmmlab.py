@@ -135,6 +135,9 @@ class TrainedTask(TaskAdapter):
         """The spec's metrics from ``{evaluation name: evaluator output}``."""
         raise NotImplementedError
 
+    def before_test(self, runner) -> None:
+        """After training, before the evaluations (e.g. wrap the model for test-time augmentation)."""
+
     def per_process_batch(self, train_len: int, world: int) -> int:
         """The batch of one process (the total batch split evenly; at least 1)."""
         return max(1, int(self.p["batch_size"]) // world)
@@ -192,6 +195,7 @@ class TrainedTask(TaskAdapter):
                            f"{plan.max_iters} iterations ({plan.iters_per_epoch}/epoch), total batch "
                            f"{plan.total_batch}, lr {plan.lr:.3g}, world size {plan.world}")
         train(runner)
+        self.before_test(runner)
         results = {}
         for i, ev in enumerate(data.evaluations):
             ctx.progress(self.train_share + (1 - self.train_share) * i / len(data.evaluations),
@@ -275,17 +279,20 @@ def config_digest(obj: Any) -> str:
 
 def optim_wrapper(params: dict, plan: Plan, device: str) -> dict:
     """AdamW with layer-wise lr decay, the fine-tuning recipe of BEiT / SimMIM / ViTPose; AMP on CUDA. A task that
-    declares ``backbone_lr_mult`` (the trackers) scales every trunk group by it."""
+    declares ``backbone_lr_mult`` (the trackers, Mask2Former) scales every trunk group by it; ``head_no_decay``
+    (names outside the trunk without weight decay) and ``amp_dtype`` (the CUDA autocast type) are optional too."""
     cfg: dict[str, Any] = dict(
         type="AmpOptimWrapper" if device.startswith("cuda") else "OptimWrapper",
         optimizer=dict(type="AdamW", lr=plan.lr, betas=(0.9, 0.999), weight_decay=float(params["weight_decay"])),
         constructor="MIMLayerDecayOptimWrapperConstructor",
         paramwise_cfg=dict(layer_decay_rate=float(params["layer_decay"]),
                            trunk_lr_mult=float(params.get("backbone_lr_mult", 1.0))))
+    if params.get("head_no_decay"):
+        cfg["paramwise_cfg"]["head_no_decay"] = list(params["head_no_decay"])
     if device.startswith("cuda"):
         import torch
 
-        cfg["dtype"] = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        cfg["dtype"] = params.get("amp_dtype") or ("bfloat16" if torch.cuda.is_bf16_supported() else "float16")
     if params["clip_grad"]:
         cfg["clip_grad"] = dict(max_norm=float(params["clip_grad"]), norm_type=2)
     return cfg

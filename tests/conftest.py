@@ -11,6 +11,7 @@ import pytest
 
 from benchmark import checkpoint
 
+pytest_plugins = ["tests.slurm_cluster"]
 REPO = Path(__file__).resolve().parent.parent
 TINY_VIT = ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 4, "depth": 2, "embed_dim": 64, "num_heads": 2})
 TINY_SWIN = ("swin_tiny_patch4_window7_224", {"img_size": 64, "window_size": 4, "depths": (1, 1, 1, 1),
@@ -32,8 +33,28 @@ def tiny_swin_ckpt(tmp_path_factory) -> Path:
     return make_ckpt(tmp_path_factory.mktemp("ckpt") / "tiny_swin.pth", TINY_SWIN)
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """The real console entry point in a subprocess, as a user runs it."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The real console entry point in a subprocess, as a user runs it (``env``: extra variables)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "benchmark.cli", *map(str, args)], capture_output=True, text=True,
                           cwd=cwd or REPO, env=env, timeout=timeout)
+
+
+PLANNED_SPEC = """name: planned_task
+suite: semantic
+description: a task declared in the registry whose adapter is not written yet
+dataset: {name: Planned, subdir: planned, layout: [train]}
+metrics:
+  - {name: top1, direction: up, primary: true}
+presets:
+  ci: {}
+"""
+
+
+def planned_task_dir(tmp_path: Path) -> Path:
+    """A spec folder (for $MIMBENCH_TASK_PATH) with one declared task without an adapter: ``planned_task``."""
+    folder = tmp_path / "planned_specs"
+    folder.mkdir(exist_ok=True)
+    (folder / "planned_task.yaml").write_text(PLANNED_SPEC)
+    return folder

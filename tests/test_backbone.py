@@ -254,6 +254,24 @@ def test_layer_decay_constructor_in_mmengine_root_registry(ckpts):
                                         constructor="LayerDecayOptimWrapperConstructor", paramwise_cfg={}))
 
 
+def test_backbone_lr_mult_and_head_no_decay_mask2former_recipe(ckpts):
+    """Mask2Former's optimizer: the whole trunk at lr x 0.1, named head parameters (its query / level embeddings)
+    without weight decay, every other head parameter as before."""
+    from mmengine.optim import build_optim_wrapper
+
+    model = _Detector(ckpts["vit_p4"])
+    model.query_embed = nn.Embedding(4, 8)
+    wrapper = build_optim_wrapper(model, dict(
+        optimizer=dict(type="AdamW", lr=1e-3, weight_decay=0.05), constructor="MIMLayerDecayOptimWrapperConstructor",
+        paramwise_cfg=dict(layer_decay_rate=1.0, trunk_lr_mult=0.1, head_no_decay=["*query_embed*"])))
+    of = _by_param(wrapper.optimizer.param_groups)
+    assert len(of) == sum(1 for _ in model.parameters())
+    for p in model.backbone.trunk.parameters():
+        assert of[id(p)]["lr"] == pytest.approx(1e-4)
+    assert of[id(model.query_embed.weight)]["weight_decay"] == 0.0 and of[id(model.query_embed.weight)]["lr"] == 1e-3
+    assert of[id(model.head[0].weight)]["weight_decay"] == 0.05
+
+
 def test_importing_the_backbone_registers_the_layer_decay_constructor():
     # task code imports benchmark.backbone for MIMBackbone only: the constructor must come with it
     code = ("import benchmark.backbone; from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as R; "

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from benchmark import checkpoint
-from tests.conftest import REPO, make_ckpt, run_cli
+from tests.conftest import REPO, make_ckpt, planned_task_dir, run_cli
 
 pytestmark = pytest.mark.slow
 PROBE = ["--tasks", "fashion_mnist_probe", "--data", "mini", "--subset", "300"]
@@ -28,7 +28,9 @@ def test_list_shows_every_task_with_status(tmp_path):
     assert out.returncode == 0, out.stderr
     lines = {ln.split()[0]: ln for ln in out.stdout.splitlines()[1:]}
     assert len(lines) == 28
-    assert "not implemented" in lines["ade20k_m2f"] and "mIoU↑" in lines["ade20k_m2f"]
+    assert "implemented" in lines["ade20k_m2f"] and "mIoU↑" in lines["ade20k_m2f"]
+    planned = run_cli("list", env={"MIMBENCH_TASK_PATH": str(planned_task_dir(tmp_path))}).stdout
+    assert "not implemented" in next(ln for ln in planned.splitlines() if ln.startswith("planned_task"))
     assert "implemented" in lines["got10k"] and "AO↑" in lines["got10k"]
     assert "implemented" in lines["coco_pose"] and "AP↑" in lines["coco_pose"]
     assert "rmse↓" in lines["nyu_depth"]
@@ -118,8 +120,8 @@ def test_crashes_are_recorded_and_the_suite_goes_on(tmp_path, monkeypatch):
         assert conn.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 0
 
 
-def _bad(*args, cwd=None):
-    out = run_cli(*args, cwd=cwd)
+def _bad(*args, cwd=None, env=None):
+    out = run_cli(*args, cwd=cwd, env=env)
     lines = out.stderr.strip().splitlines()
     return out.returncode, lines
 
@@ -134,7 +136,7 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, tiny_vit_ckpt, case):
               "unknown_task": "did you mean fashion_mnist_probe",
               "unknown_suite": "unknown suite 'semantics' — did you mean semantic",
               "missing_data": "task fashion_mnist_probe:",
-              "unwritable_work_dir": "work dir", "not_implemented": "not implemented yet: ade20k_m2f",
+              "unwritable_work_dir": "work dir", "not_implemented": "not implemented yet: planned_task",
               "partial": "does not fill the backbone"}[case]
     if case == "missing_ckpt":
         ckpt = tmp_path / "nope.pth"
@@ -153,13 +155,13 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, tiny_vit_ckpt, case):
     elif case == "unknown_suite":
         base[1:3] = ["--suite", "semantics"]
     elif case == "not_implemented":
-        base[2] = "ade20k_m2f,fashion_mnist_probe"
+        base[2] = "planned_task,fashion_mnist_probe"
     elif case == "missing_data":
         base += ["--data-root", tmp_path / "no_such_dir"]
     elif case == "unwritable_work_dir":
         (tmp_path / "file").write_text("x")
         base[base.index("--work-dir") + 1] = tmp_path / "file" / "wd"
-    code, lines = _bad(*base, "--ckpt", ckpt)
+    code, lines = _bad(*base, "--ckpt", ckpt, env={"MIMBENCH_TASK_PATH": str(planned_task_dir(tmp_path))})
     assert code == 2, lines
     errors = [ln for ln in lines if ln.startswith("error: ")]
     assert len(errors) == 1 and expect in errors[0], lines

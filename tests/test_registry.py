@@ -2,6 +2,7 @@ import pytest
 
 from benchmark import registry
 from benchmark.errors import BenchmarkError
+from tests.conftest import planned_task_dir
 
 ISSUE_TASKS = (["cog_l1", "cog_l2", "cog_l3", "cog_l4", "cog_l5"]
                + [f"k12_{n}" for n in ("food101", "cifar10", "cifar100", "birdsnap", "sun397", "cars", "aircraft",
@@ -44,12 +45,13 @@ def test_resolve_groups_suites_and_did_you_mean():
         registry.resolve()
 
 
-def test_adapters_load_lazily_and_unimplemented_are_refused():
+def test_adapters_load_lazily_and_unimplemented_are_refused(tmp_path):
     spec = registry.get_task("fashion_mnist_probe")
     assert spec.implemented
     assert registry.load_adapter(spec).__name__ == "FashionMNISTProbe"
     with pytest.raises(BenchmarkError, match="not implemented yet"):
-        registry.load_adapter(registry.get_task("ade20k_m2f"))
+        specs = registry.load_specs(str(planned_task_dir(tmp_path)))
+        registry.load_adapter(registry.get_task("planned_task", specs))
 
 
 def test_config_hash_tracks_preset(tmp_path):

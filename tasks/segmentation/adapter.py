@@ -15,8 +15,9 @@ Protocol (docs/protocols.md; mmseg's ``upernet`` ADE20K configs and the BEiT / M
   iterations; drop path 0.1.
 * evaluation: single-scale ``Resize`` to ``scale`` (keep ratio), whole-image inference (``test_mode: whole``) or
   sliding windows (``slide``: crop 512, stride 341); mmseg ``IoUMetric``: mIoU (primary), aAcc, mAcc in percent.
-  A ``--set test_mode=slide`` run is stored under its own preset label, so it never mixes with whole-image rows.
-  Multi-scale + flip testing is not offered yet.
+  ``test_aug: msflip`` is mmseg's multi-scale + flip test (``TestTimeAug`` over ``tta_ratios`` x ``scale`` and a
+  horizontal flip, softmax averaged by ``SegTTAModel``). A ``--set test_mode=slide`` or ``--set test_aug=msflip``
+  run is stored under its own preset label, so it never mixes with single-scale whole-image rows.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class ADE20KSeg(mm.TrainedTask):
         "schedule": Param("poly", str, "lr schedule after the warm-up", choices=(*mm.SCHEDULES, "poly")),
         "warmup_iters": Param(1500, int, "linear warm-up length in iterations", nullable=True),
         "warmup_ratio": Param(1e-6, float, "the warm-up starts at warmup_ratio x lr"),
+        "poly_power": Param(1.0, float, "power of the poly decay"),
         "weight_decay": Param(0.05, float, "AdamW weight decay"),
         "layer_decay": Param(0.65, float, "layer-wise lr decay rate (1: none)"),
         "drop_path": Param(0.1, float, "stochastic depth rate of the backbone"),
@@ -52,6 +54,9 @@ class ADE20KSeg(mm.TrainedTask):
         "aux_channels": Param(256, int, "auxiliary FCNHead channels"),
         "aux_weight": Param(0.4, float, "auxiliary loss weight"),
         "test_mode": Param("whole", str, "whole-image or sliding-window inference", choices=("whole", "slide")),
+        "test_aug": Param("none", str, "none (single scale) or msflip (multi-scale + flip)",
+                          choices=("none", "msflip")),
+        "tta_ratios": Param([0.5, 0.75, 1.0, 1.25, 1.5, 1.75], list, "msflip: the test scales as ratios of scale"),
         "workers": Param(4, int, "DataLoader worker processes per training process"),
     }
 
@@ -74,7 +79,8 @@ class ADE20KSeg(mm.TrainedTask):
         warm = plan.warmup_iters
         steps = [dict(type="LinearLR", start_factor=float(self.p["warmup_ratio"]), by_epoch=False, begin=0,
                       end=warm)] if warm else []
-        return steps + [dict(type="PolyLR", eta_min=0.0, power=1.0, by_epoch=False, begin=warm, end=plan.max_iters)]
+        return steps + [dict(type="PolyLR", eta_min=0.0, power=float(self.p["poly_power"]), by_epoch=False,
+                             begin=warm, end=plan.max_iters)]
 
     def _dataset(self, split: str, pipeline: list) -> dict:
         folder = "training" if split == "train" else "validation"
@@ -85,19 +91,41 @@ class ADE20KSeg(mm.TrainedTask):
             cfg["indices"] = int(self.ctx.subset)  # the first N (sorted file names): deterministic
         return cfg
 
+    def train_pipeline(self) -> list[dict]:
+        p = self.p
+        return [
+            dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", reduce_zero_label=True),
+            dict(type="RandomResize", scale=tuple(int(v) for v in p["scale"]), ratio_range=(0.5, 2.0),
+                 keep_ratio=True),
+            dict(type="RandomCrop", crop_size=tuple(int(v) for v in p["crop_size"]),
+                 cat_max_ratio=float(p["cat_max_ratio"])),
+            dict(type="RandomFlip", prob=0.5), dict(type="PhotoMetricDistortion"), dict(type="PackSegInputs")]
+
+    def test_pipeline(self) -> list[dict]:
+        scale = tuple(int(v) for v in self.p["scale"])
+        load_ann, pack = dict(type="LoadAnnotations", reduce_zero_label=True), dict(type="PackSegInputs")
+        if self.p["test_aug"] == "msflip":
+            sizes = [dict(type="Resize", scale=(int(scale[0] * r), int(scale[1] * r)), keep_ratio=True)
+                     for r in self.p["tta_ratios"]]
+            flips = [dict(type="RandomFlip", prob=0.0, direction="horizontal"),
+                     dict(type="RandomFlip", prob=1.0, direction="horizontal")]
+            return [dict(type="LoadImageFromFile"),
+                    dict(type="TestTimeAug", transforms=[sizes, flips, [load_ann], [pack]])]
+        return [dict(type="LoadImageFromFile"), dict(type="Resize", scale=scale, keep_ratio=True), load_ann, pack]
+
+    def before_test(self, runner) -> None:
+        if self.p["test_aug"] == "msflip":  # as mmseg's tools/test.py --tta: the trained model inside SegTTAModel
+            from mmengine.model import is_model_wrapper
+            from mmseg.models import SegTTAModel
+
+            runner.model = SegTTAModel(module=runner.model.module if is_model_wrapper(runner.model) else runner.model)
+            runner.logger.info(f"testing with SegTTAModel: scales {self.p['tta_ratios']} x {self.p['scale']}, flip")
+
     def datasets(self) -> mm.TaskData:
         from mmseg.registry import DATASETS
 
         p = self.p
-        scale = tuple(int(v) for v in p["scale"])
-        crop = tuple(int(v) for v in p["crop_size"])
-        train_pipeline = [
-            dict(type="LoadImageFromFile"), dict(type="LoadAnnotations", reduce_zero_label=True),
-            dict(type="RandomResize", scale=scale, ratio_range=(0.5, 2.0), keep_ratio=True),
-            dict(type="RandomCrop", crop_size=crop, cat_max_ratio=float(p["cat_max_ratio"])),
-            dict(type="RandomFlip", prob=0.5), dict(type="PhotoMetricDistortion"), dict(type="PackSegInputs")]
-        test_pipeline = [dict(type="LoadImageFromFile"), dict(type="Resize", scale=scale, keep_ratio=True),
-                         dict(type="LoadAnnotations", reduce_zero_label=True), dict(type="PackSegInputs")]
+        train_pipeline, test_pipeline = self.train_pipeline(), self.test_pipeline()
         train_set = DATASETS.build(self._dataset("train", train_pipeline))
         val_set = DATASETS.build(self._dataset("val", test_pipeline))
         if len(train_set) == 0 or len(val_set) == 0:
@@ -108,7 +136,8 @@ class ADE20KSeg(mm.TrainedTask):
             evaluations=[mm.Evaluation("val", val_set, dict(type="IoUMetric", iou_metrics=["mIoU"]))],
             summary=f"{len(train_set)} training / {len(val_set)} validation images",
             extra={"train_images": len(train_set), "val_images": len(val_set),
-                   "test": f"single-scale, {p['test_mode']}"},
+                   "test": (f"multi-scale {p['tta_ratios']} + flip" if p["test_aug"] == "msflip"
+                            else "single-scale") + f", {p['test_mode']}"},
             digest=dict(train=len(train_set), val=len(val_set)))
 
     def model(self) -> dict:
@@ -130,6 +159,13 @@ class ADE20KSeg(mm.TrainedTask):
                                    bgr_to_rgb=True, pad_val=0, seg_pad_val=255, size=crop,
                                    test_cfg=dict(size_divisor=32)),
             backbone=self.backbone(out_indices=(0, 1, 2, 3)),
+            **self.heads(channels, norm),
+            train_cfg=dict(), test_cfg=test_cfg)
+
+    def heads(self, channels: list[int], norm: dict) -> dict:
+        """The decode head (and auxiliary head) on the backbone's four levels."""
+        p = self.p
+        return dict(
             decode_head=dict(type="UPerHead", in_channels=channels, in_index=[0, 1, 2, 3], pool_scales=(1, 2, 3, 6),
                              channels=int(p["channels"]), dropout_ratio=0.1, num_classes=NUM_CLASSES,
                              norm_cfg=norm, align_corners=False,
@@ -138,8 +174,7 @@ class ADE20KSeg(mm.TrainedTask):
                                 num_convs=1, concat_input=False, dropout_ratio=0.1, num_classes=NUM_CLASSES,
                                 norm_cfg=norm, align_corners=False,
                                 loss_decode=dict(type="CrossEntropyLoss", use_sigmoid=False,
-                                                 loss_weight=float(p["aux_weight"]))),
-            train_cfg=dict(), test_cfg=test_cfg)
+                                                 loss_weight=float(p["aux_weight"]))))
 
     def metrics(self, results: dict[str, dict[str, float]]) -> dict[str, float]:
         return mm.pick(results["val"], {n: n for n in ("mIoU", "aAcc", "mAcc")})
