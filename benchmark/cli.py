@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -50,6 +51,13 @@ def _kv(text: str) -> tuple[str, object]:
     return key, yaml.safe_load(value)
 
 
+def _kv_str(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip().replace("-", "_"), value.strip()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="benchmark", description="SimMIM pre-training and transfer benchmark.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -86,8 +94,23 @@ def build_parser() -> argparse.ArgumentParser:
                           "'ci+iters=300'")
     run.add_argument("--nproc", type=int, default=1,
                      help="processes per task: >1 runs each task under torchrun (DDP; gloo on CPU, nccl on GPUs)")
-    run.add_argument("--launcher", choices=["none", "slurm"], default="none",
-                     help="slurm: start each task with srun inside the current allocation (one process per task slot)")
+    run.add_argument("--launcher", choices=["none", "slurm", "submitit"], default="none",
+                     help="slurm: start each task with srun inside the current allocation (one process per task "
+                          "slot); submitit: submit every (task, seed) as a Slurm job (one job array) from a login "
+                          "node and store the results as they finish")
+    sl = run.add_argument_group("Slurm jobs (--launcher submitit)")
+    sl.add_argument("--partition", help="Slurm partition (default: the cluster's default)")
+    sl.add_argument("--nodes", type=int, default=1, help="nodes per job (default 1)")
+    sl.add_argument("--gpus-per-task", type=int, default=0,
+                    help="GPUs per Slurm task; each job runs --nproc tasks per node (default 0: CPU jobs)")
+    sl.add_argument("--cpus-per-task", type=int, help="CPUs per Slurm task (data loading workers + 1)")
+    sl.add_argument("--mem", help="memory per node in Slurm syntax, e.g. 64G")
+    sl.add_argument("--timeout-min", type=int, default=24 * 60,
+                    help="time limit per job in minutes (default 1440); a job that reaches it is requeued and "
+                         "resumes from its last checkpoint")
+    sl.add_argument("--slurm-opt", dest="slurm_opts", type=_kv_str, action="append", default=[], metavar="KEY=VALUE",
+                    help="any other #SBATCH option (repeatable), e.g. --slurm-opt account=vision --slurm-opt qos=high")
+    sl.add_argument("--max-parallel", type=int, default=256, help="jobs of the array running at once")
     run.add_argument("--allow-partial", action="store_true",
                      help="accept a checkpoint that fills less than 100%% of the backbone (not recommended)")
 
@@ -251,6 +274,7 @@ def cmd_run(args) -> int:
             registry.resolve_params(spec, args.preset, dict(args.overrides))
     if args.nproc < 1:
         raise BenchmarkError(f"--nproc must be >= 1, got {args.nproc}", "e.g. --nproc 8 on an 8-GPU node")
+    slurm_opts = _slurm_options(args)
     from . import runner
 
     opts = runner.RunOptions(ckpt=args.ckpt, tasks=specs, seeds=args.seeds or None, preset=args.preset,
@@ -258,7 +282,7 @@ def cmd_run(args) -> int:
                              work_dir=args.work_dir, db=args.db, force=args.force, device=args.device,
                              label=args.name, allow_partial=args.allow_partial, explicit_tasks=bool(args.tasks),
                              debug=args.debug, overrides=dict(args.overrides), nproc=args.nproc,
-                             launcher=args.launcher)
+                             launcher=args.launcher, slurm=slurm_opts)
     outcomes = runner.run(opts)
     failed = [o for o in outcomes if o.status == "failed"]
     ok = sum(o.status == "ok" for o in outcomes)
@@ -267,6 +291,28 @@ def cmd_run(args) -> int:
     for o in failed:
         print(f"failed: {o.task} seed {o.seed}: {o.detail}")
     return 1 if failed else 0
+
+
+def _slurm_options(args):
+    """The Slurm job options, or None; a Slurm option without --launcher submitit is refused."""
+    given = [f"--{name.replace('_', '-')}" for name, default in
+             (("partition", None), ("nodes", 1), ("gpus_per_task", 0), ("cpus_per_task", None), ("mem", None),
+              ("timeout_min", 24 * 60), ("slurm_opts", []), ("max_parallel", 256))
+             if getattr(args, name) != default]
+    if args.launcher != "submitit":
+        if given:
+            raise BenchmarkError(f"{', '.join(given)} only apply to Slurm jobs", "add --launcher submitit")
+        return None
+    for name in ("nodes", "max_parallel", "timeout_min"):
+        if getattr(args, name) < 1:
+            raise BenchmarkError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}",
+                                 "pass a positive number")
+    from .slurm import SlurmOptions
+
+    return SlurmOptions(partition=args.partition, nodes=args.nodes, gpus_per_task=args.gpus_per_task,
+                        cpus_per_task=args.cpus_per_task, mem=args.mem, timeout_min=args.timeout_min,
+                        slurm_opts=dict(args.slurm_opts), max_parallel=args.max_parallel,
+                        poll_s=float(os.environ.get("MIMBENCH_SLURM_POLL_S", "5")))
 
 
 def cmd_leaderboard(args) -> int:

@@ -22,6 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from . import checkpoint, data, registry
 from .errors import BenchmarkError, TaskFailed
@@ -54,7 +55,8 @@ class RunOptions:
     debug: bool = False
     overrides: dict = field(default_factory=dict)  # --set KEY=VALUE over the preset's parameters
     nproc: int = 1  # >1: each task runs under torchrun with this many processes (DDP)
-    launcher: str = "none"  # none | pytorch (torchrun, with nproc) | slurm (srun inside an allocation)
+    launcher: str = "none"  # none | slurm (srun inside an allocation) | submitit (a Slurm job per task and seed)
+    slurm: Any = None  # benchmark.slurm.SlurmOptions for launcher submitit
 
     @property
     def preset_label(self) -> str:
@@ -324,6 +326,9 @@ def run(opts: RunOptions) -> list[Outcome]:
     for name in skipped_unimplemented:
         print(f"skip {name}: not implemented yet", file=sys.stderr)
     plan = [(spec, seed) for spec in specs for seed in seeds_for(spec, opts, params[spec.name])]
+    meta = dict(ckpt_meta=ckpt.meta, sha=sha, label=label, versions=versions, commit=commit, work_dir=work_dir)
+    if opts.launcher == "submitit":
+        return outcomes + _run_on_slurm(plan, opts, store, meta)
     progress = Progress(len(plan))
     try:
         for spec, seed in plan:
@@ -337,7 +342,7 @@ def run(opts: RunOptions) -> list[Outcome]:
             if action == "skip":
                 skip("already done (--force re-runs)", why)
                 continue
-            run_dir = work_dir / sha[:12] / spec.name / f"{_safe(opts.preset_label)}-subset{opts.subset}-seed{seed}"
+            run_dir = _run_dir(work_dir, sha, spec, opts, seed)
             with claim(run_dir) as (holder, lock_fd):
                 if holder is not None:
                     skip(f"running in {holder}", f"another benchmark process is running it ({holder}); re-run this "
@@ -349,14 +354,125 @@ def run(opts: RunOptions) -> list[Outcome]:
                     continue
                 if action == "rerun":
                     print(f"{spec.name} seed {seed}: {why}", file=sys.stderr)
-                if action in ("rerun", "force") and run_dir.exists():  # a fresh attempt; the old one is history
-                    run_dir.rename(run_dir.with_name(f"{run_dir.name}.attempt-{time.strftime('%Y%m%d-%H%M%S')}-"
-                                                     f"{os.getpid()}"))
-                outcomes.append(_attempt(spec, seed, key, run_dir, opts, store, progress, lock_fd,
-                                         ckpt_meta=ckpt.meta, sha=sha, label=label, versions=versions,
-                                         commit=commit, work_dir=work_dir))
+                if action in ("rerun", "force"):
+                    _set_aside(run_dir)
+                outcomes.append(_attempt(spec, seed, key, run_dir, opts, store, progress, lock_fd, **meta))
     finally:
         progress.close()
+    return outcomes
+
+
+def _run_dir(work_dir: Path, sha: str, spec: TaskSpec, opts: RunOptions, seed: int) -> Path:
+    return work_dir / sha[:12] / spec.name / f"{_safe(opts.preset_label)}-subset{opts.subset}-seed{seed}"
+
+
+def _set_aside(run_dir: Path) -> None:
+    """A fresh attempt starts in an empty run dir; the old one is kept as history."""
+    if run_dir.exists():
+        run_dir.rename(run_dir.with_name(f"{run_dir.name}.attempt-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"))
+
+
+def _run_on_slurm(plan: list, opts: RunOptions, store: ResultStore, meta: dict) -> list[Outcome]:
+    """Every (task, seed) to do as one job of a Slurm job array (submitit); this process only stores results.
+
+    Finished results are skipped (or stored from their result.json when a job finished while no submitter ran);
+    jobs still pending or running from an earlier submission are attached to, not submitted again."""
+    from . import slurm
+
+    progress = Progress(len(plan))
+    progress.close()  # one line per event: the jobs' own progress is in their worker.log
+    outcomes: list[Outcome] = []
+    todo: list[dict] = []  # spec, seed, job, info, live record (None: submit)
+    for spec, seed in plan:
+        key = RunKey(meta["sha"], spec.name, opts.preset_label, int(opts.subset), int(seed))
+        action, why = stored_state(store, key, spec, opts)
+        if action == "skip":
+            outcomes.append(Outcome(spec.name, seed, "skipped", "already done (--force re-runs)"))
+            progress.end(f"{spec.name} seed {seed}: skipped, {why}")
+            continue
+        run_dir = _run_dir(meta["work_dir"], meta["sha"], spec, opts, seed)
+        live = slurm.live_record(run_dir)
+        if live is not None and action == "force":
+            slurm.cancel(live["job_id"])
+            print(f"{spec.name} seed {seed}: cancelled Slurm job {live['job_id']} (--force)", file=sys.stderr)
+            live = None
+        if live is None and action == "run":  # a job that finished while no submitter watched: store it
+            job, info = _new_job(spec, seed, key, run_dir, opts, **meta)
+            kept = _finished_result(job)
+            if kept is not None:
+                outcomes.append(_store_kept(spec, seed, job, info, kept, store, progress,
+                                            "stored from the finished Slurm job's result.json"))
+                continue
+        elif live is None:
+            if action == "rerun":
+                print(f"{spec.name} seed {seed}: {why}", file=sys.stderr)
+            _set_aside(run_dir)
+        job, info = _new_job(spec, seed, key, run_dir, opts, **meta)
+        todo.append(dict(spec=spec, seed=seed, job=job, info=info, live=live, run_dir=run_dir))
+    if not todo:
+        return outcomes
+    slurm.preflight(opts.slurm)
+    fresh = [t for t in todo if t["live"] is None]
+    folder = Path(meta["work_dir"]).resolve() / "slurm"
+    for t in todo:
+        if t["live"] is not None:
+            t["job_id"] = t["live"]["job_id"]
+            print(f"{t['spec'].name} seed {t['seed']}: attached to Slurm job {t['job_id']} (submitted earlier)",
+                  file=sys.stderr)
+    if fresh:
+        for t in fresh:
+            Path(t["job"]["result_path"]).unlink(missing_ok=True)
+            Path(t["job"]["job_path"]).write_text(json.dumps(t["job"], indent=2))
+        handles = slurm.submit([t["job"] for t in fresh], opts.slurm, opts.nproc, folder)
+        for t, handle in zip(fresh, handles):
+            t["job_id"] = str(handle.job_id)
+            slurm.write_record(t["run_dir"], t["job_id"], folder)
+        print(f"submitted {len(fresh)} Slurm job(s) ({', '.join(t['job_id'] for t in fresh)}); submitit logs: "
+              f"{folder}", file=sys.stderr)
+    try:
+        outcomes += _watch_slurm(todo, store, progress, opts.slurm.poll_s)
+    except KeyboardInterrupt:
+        print(f"interrupted: the Slurm jobs keep running; re-run the same command to attach to them, or store what "
+              f"they finish with `benchmark collect --work-dir {opts.work_dir} --db {opts.db}`", file=sys.stderr)
+        raise
+    return outcomes
+
+
+def _watch_slurm(todo: list[dict], store: ResultStore, progress: Progress, poll_s: float) -> list[Outcome]:
+    """Poll sacct until every job has ended; store each result (or the failure and its reason) as it ends."""
+    from . import slurm
+
+    outcomes: list[Outcome] = []
+    shown: dict[str, str] = {}
+    waiting = {t["job_id"]: t for t in todo}
+    while waiting:
+        states = slurm.states(list(waiting))
+        for job_id, t in list(waiting.items()):
+            state, node, elapsed = states.get(job_id, ("", "", 0))
+            name = f"{t['spec'].name} seed {t['seed']}"
+            if state and state != shown.get(job_id):
+                shown[job_id] = state
+                print(f"{name}: Slurm job {job_id} {state}" + (f" on {node}" if node and state != "PENDING" else ""),
+                      file=sys.stderr, flush=True)
+            if not state or state in slurm.LIVE:
+                continue
+            del waiting[job_id]
+            job, info = t["job"], t["info"]
+            kept = _finished_result(job)
+            if kept is not None:
+                kept.setdefault("extra", {})["slurm_elapsed_s"] = float(elapsed)
+                outcomes.append(_store_kept(t["spec"], t["seed"], job, info, kept, store, progress,
+                                            f"Slurm job {job_id} on {node}"))
+                continue
+            reason = slurm.failure_reason(state, Path(job["log"]))
+            info.finished_at = time.time()
+            info.wall_s = float(elapsed)
+            info.extra = {"slurm_job_id": job_id, "slurm_state": state, "slurm_node": node}
+            store.record_failure(info, reason)
+            progress.end(f"{name}: FAILED (Slurm job {job_id}, {state}): {reason} (log: {job['log']})")
+            outcomes.append(Outcome(t["spec"].name, t["seed"], "failed", reason, wall_s=info.wall_s))
+        if waiting:
+            time.sleep(poll_s)
     return outcomes
 
 
@@ -407,16 +523,16 @@ def claim(run_dir: Path):
         yield holder, (fh.fileno() if holder is None else None)
 
 
-def _attempt(spec: TaskSpec, seed: int, key: RunKey, run_dir: Path, opts: RunOptions, store: ResultStore,
-             progress: Progress, lock_fd: int, *, ckpt_meta: dict, sha: str, label: str, versions: dict,
-             commit: str, work_dir: Path) -> Outcome:
-    """One attempt at one result, in ``run_dir``: the worker subprocess, then the DB row (ok or failed)."""
+def _new_job(spec: TaskSpec, seed: int, key: RunKey, run_dir: Path, opts: RunOptions, *, ckpt_meta: dict, sha: str,
+             label: str, versions: dict, commit: str, work_dir: Path) -> tuple[dict, RunInfo]:
+    """The worker's job file content and the DB row's metadata of one attempt in ``run_dir``."""
     run_dir.mkdir(parents=True, exist_ok=True)
     job = {"task": spec.name, "task_version": str(spec.version), "ckpt": str(Path(opts.ckpt).resolve()),
            "ckpt_sha256": sha,
            "data_root": opts.data_root, "mini": opts.mini, "mini_dir": str(work_dir.resolve() / "mini_data"),
            "preset": opts.preset, "overrides": opts.overrides, "subset": int(opts.subset), "seed": int(seed),
-           "nproc": int(opts.nproc), "launcher": opts.launcher, "code_version": commit,
+           "nproc": int(opts.nproc), "launcher": "slurm" if opts.launcher == "submitit" else opts.launcher,
+           "code_version": commit,
            "work_dir": str(run_dir.resolve()), "cache_dir": str(work_dir.resolve() / "cache"),
            "device": opts.device, "allow_partial": opts.allow_partial, "debug": opts.debug,
            "result_path": str(run_dir.resolve() / "result.json"), "log": str(run_dir.resolve() / "worker.log"),
@@ -428,15 +544,30 @@ def _attempt(spec: TaskSpec, seed: int, key: RunKey, run_dir: Path, opts: RunOpt
                    packages=versions, git_sha=commit, device=opts.device, started_at=time.time(),
                    finished_at=0.0, wall_s=0.0)
     job["info"] = {k: getattr(info, k) for k in JOB_INFO}  # what `benchmark collect` needs to store the result
+    return job, info
+
+
+def _store_kept(spec: TaskSpec, seed: int, job: dict, info: RunInfo, kept: dict, store: ResultStore,
+                progress: Progress, how: str) -> Outcome:
+    """Store a finished attempt's result.json (its DB write failed, or it ran as a cluster job)."""
+    info.started_at = info.finished_at = Path(job["result_path"]).stat().st_mtime
+    info.data_root, info.data_fingerprint = kept["data_root"], kept["data_fingerprint"]
+    info.extra = dict(kept.get("extra") or {})
+    info.wall_s = float(info.extra.get("slurm_elapsed_s", 0.0))
+    _store_success(store, info, spec, kept, job)
+    shown = ", ".join(f"{k}={v:.4g}" for k, v in kept["metrics"].items())
+    progress.end(f"{spec.name} seed {seed}: ok, {how}  {shown}")
+    return Outcome(spec.name, seed, "ok", shown, kept["metrics"], info.wall_s)
+
+
+def _attempt(spec: TaskSpec, seed: int, key: RunKey, run_dir: Path, opts: RunOptions, store: ResultStore,
+             progress: Progress, lock_fd: int, **meta) -> Outcome:
+    """One attempt at one result, in ``run_dir``: the worker subprocess, then the DB row (ok or failed)."""
+    job, info = _new_job(spec, seed, key, run_dir, opts, **meta)
     kept = _finished_result(job)
     if kept is not None:  # finished earlier, but its DB write failed (e.g. a full disk): store it, do not re-run
-        info.started_at = info.finished_at = Path(job["result_path"]).stat().st_mtime
-        info.data_root, info.data_fingerprint = kept["data_root"], kept["data_fingerprint"]
-        info.extra = dict(kept.get("extra") or {})
-        _store_success(store, info, spec, kept, job)
-        shown = ", ".join(f"{k}={v:.4g}" for k, v in kept["metrics"].items())
-        progress.end(f"{spec.name} seed {seed}: ok, stored from the kept {job['result_path']}  {shown}")
-        return Outcome(spec.name, seed, "ok", shown, kept["metrics"])
+        return _store_kept(spec, seed, job, info, kept, store, progress,
+                           f"stored from the kept {job['result_path']}")
     progress.start(f"{spec.name} seed {seed}")
     try:
         Path(job["result_path"]).unlink(missing_ok=True)

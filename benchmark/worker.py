@@ -95,8 +95,19 @@ def run_job(job: dict) -> dict:
     adapter = adapter_cls(ctx)
     metrics = adapter.finish(adapter.run())
     _progress(1.0, "done")
-    return {"metrics": metrics, "extra": adapter.extra, "data_root": str(root),
+    return {"metrics": metrics, "extra": {**adapter.extra, **slurm_facts()}, "data_root": str(root),
             "data_fingerprint": data.fingerprint(spec, root)}
+
+
+def slurm_facts() -> dict:
+    """Where a Slurm job ran: its id (array element as ``<array>_<index>``), node and how often it was requeued."""
+    env = os.environ
+    if "SLURM_JOB_ID" not in env:
+        return {}
+    job_id = (f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}" if "SLURM_ARRAY_TASK_ID" in env
+              else env["SLURM_JOB_ID"])
+    return {"slurm_job_id": job_id, "slurm_node": env.get("SLURMD_NODENAME", ""),
+            "slurm_requeues": int(env.get("SLURM_RESTART_COUNT", "0") or 0)}
 
 
 def main(argv: list[str] | None = None) -> int:

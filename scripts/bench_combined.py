@@ -166,6 +166,7 @@ def batch(task: str, size: tuple[int, int], n: int, seed: int = 0) -> dict:
 def child(spec: dict) -> dict:
     """Build one model, time its training steps."""
     import torch
+    from mmengine.config import ConfigDict
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import init_default_scope
 
@@ -183,8 +184,10 @@ def child(spec: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         model_cfg, optim_cfg = (suite_model(task, arch, device, Path(tmp)) if impl == "suite"
                                 else peer_model(case, device))
+        if model_cfg["data_preprocessor"].get("size"):  # mmseg pads every input to the training crop
+            model_cfg["data_preprocessor"]["size"] = size
         torch.manual_seed(0)
-        model = MODELS.build(model_cfg)
+        model = MODELS.build(ConfigDict(model_cfg))  # mmdet reads train_cfg.rpn as attributes
         model.init_weights()
     model = model.to(device).train()
     optim = build_optim_wrapper(model, optim_cfg)

@@ -5,7 +5,8 @@
 #   3. The implemented tasks on generated mini data (preset ci) for each checkpoint: the Fashion-MNIST probe, the
 #      semantic tasks CoG L1-L5, iNat18 and five of the K12 datasets (CIFAR-10, VOC2007, DTD, Pets, Caltech-101:
 #      one per reader family and metric; all 12 would add ~3 minutes: 21 runs at ~8 s, so DEMO_TASKS=...,k12 runs them), and the
-#      geometric tasks COCO pose, CrowdPose, NYUv2 depth, KITTI depth, GOT-10k and LaSOT tracking.
+#      geometric tasks COCO pose, CrowdPose, NYUv2 depth, KITTI depth, GOT-10k and LaSOT tracking, and the combined
+#      tasks COCO Mask R-CNN, ADE20K UperNet and ADE20K Mask2Former.
 #   4. CSV and Markdown leaderboards (with the paper's reported rows) in demo_out/.
 #   5. The Dark Secrets analyses (attention distance, entropy, head diversity, CKA, AvgDist) of the SimMIM ViT
 #      against the same ViT at random init, on 128 held-out Fashion-MNIST images: demo_out/analysis/report.md.
@@ -26,7 +27,9 @@ $B init --arch swin_tiny_patch4_window7_224 --set img_size=32 --set window_size=
   --set embed_dim=32 --set "num_heads=[1,2,4,8]" --seed 0 --out "$OUT/swin_tiny_random.pth"
 
 SEMANTIC=cog,k12_cifar10,k12_voc2007,k12_dtd,k12_pets,k12_caltech101,inat18
-TASKS=${DEMO_TASKS:-fashion_mnist_probe,$SEMANTIC,coco_pose,crowdpose,nyu_depth,kitti_depth,got10k,lasot}
+GEOMETRIC=coco_pose,crowdpose,nyu_depth,kitti_depth,got10k,lasot
+COMBINED=coco_det,ade20k_seg,ade20k_m2f
+TASKS=${DEMO_TASKS:-fashion_mnist_probe,$SEMANTIC,$GEOMETRIC,$COMBINED}
 for ckpt in vit_tiny_simmim vit_tiny_random swin_tiny_random; do
   $B run --ckpt "$OUT/$ckpt.pth" --tasks "$TASKS" --data mini --preset ci --work-dir "$OUT/work" --db "$OUT/results.db"
 done
