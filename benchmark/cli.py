@@ -114,11 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-partial", action="store_true",
                      help="accept a checkpoint that fills less than 100%% of the backbone (not recommended)")
 
-    lb = sub.add_parser("leaderboard", help="CSV / Markdown leaderboard from the results DB")
+    lb = sub.add_parser("leaderboard", help="CSV / Markdown leaderboard or a static HTML site from the results DB")
     lb.add_argument("--db", type=Path, default=Path(DEFAULT_DB))
     lb.add_argument("--suite", help="only this suite's tasks")
-    lb.add_argument("--format", choices=["csv", "md"], required=True)
-    lb.add_argument("--out", type=Path, required=True)
+    lb.add_argument("--format", choices=["csv", "md", "html"], required=True)
+    lb.add_argument("--out", type=Path, required=True,
+                    help="the file to write; for html a folder (index.html, plotly.min.js, figures)")
+    lb.add_argument("--analysis", type=Path, action="append", default=[], metavar="DIR",
+                    help="html only: the --out folder of `benchmark analyze`, its figures and tables shown on the site "
+                         "(repeatable)")
     lb.add_argument("--reference", nargs="?", const=str(REFERENCE_CSV), default=None, metavar="CSV",
                     help="add the paper's reported numbers as marked rows (default file: results/reference/paper.csv)")
 
@@ -320,10 +324,19 @@ def cmd_leaderboard(args) -> int:
     from .reference import load_reference
     from .store import ResultStore
 
+    if args.analysis and args.format != "html":
+        raise BenchmarkError("--analysis applies to --format html only", "add --format html or leave --analysis out")
     _require_db(args.db)
     specs = registry.load_specs()
     reference = load_reference(args.reference) if args.reference else None
-    table = leaderboard.build(ResultStore(args.db).results(), specs, suite=args.suite, reference=reference)
+    store = ResultStore(args.db)
+    if args.format == "html":
+        from .site import write_site
+
+        print(write_site(store.results(), store.runs(), specs, args.out, reference=reference, suite=args.suite,
+                         analysis=args.analysis))
+        return 0
+    table = leaderboard.build(store.results(), specs, suite=args.suite, reference=reference)
     (leaderboard.to_csv if args.format == "csv" else leaderboard.to_markdown)(table, args.out)
     print(f"wrote {args.out} ({len(table)} rows)")
     return 0

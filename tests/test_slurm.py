@@ -71,7 +71,8 @@ def test_a_suite_submitted_as_a_job_array_lands_in_the_db_and_leaderboard(suite_
     assert len(ids) == 1  # one array
     board = run_cli("leaderboard", "--db", wd / "r.db", "--format", "csv", "--out", wd / "lb.csv")
     assert board.returncode == 0
-    assert {"fashion_mnist_probe/top1", "k12_cifar10/top1", "k12_dtd/top1"} <= set(pd.read_csv(wd / "lb.csv"))
+    columns = {c.split()[0] for c in pd.read_csv(wd / "lb.csv").columns}  # "k12_dtd/top1 ↑"
+    assert {"fashion_mnist_probe/top1", "k12_cifar10/top1", "k12_dtd/top1"} <= columns
     log = next((wd / "wd").rglob("k12_dtd/*/worker.log")).read_text()
     assert "in Slurm job" in log  # the job's own output is in the run dir, as for a local run
 
@@ -95,10 +96,11 @@ def test_a_cancelled_job_is_recorded_with_its_slurm_state_and_the_suite_goes_on(
 
 def test_a_killed_submitter_leaves_jobs_running_and_a_rerun_attaches_without_resubmitting(slurm_cluster,
                                                                                            tiny_vit_ckpt, tmp_path):
-    args = ["run", "--ckpt", tiny_vit_ckpt, "--tasks", TASKS, "--data", "mini", "--work-dir", tmp_path / "wd",
+    two = "fashion_mnist_probe,k12_dtd"
+    args = ["run", "--ckpt", tiny_vit_ckpt, "--tasks", two, "--data", "mini", "--work-dir", tmp_path / "wd",
             "--db", tmp_path / "r.db", "--launcher", "submitit", "--max-parallel", "1", "--timeout-min", "5"]
     proc = _start(*args)
-    records = _wait_records(tmp_path / "wd", 3, proc)
+    records = _wait_records(tmp_path / "wd", 2, proc)
     os.killpg(proc.pid, signal.SIGKILL)  # a lost login session: no clean-up runs
     proc.wait()
     states = {t: slurm_cluster.slurm("sacct", "-n", "-X", "-P", "-o", "State", "-j", j).stdout.strip()
@@ -106,18 +108,18 @@ def test_a_killed_submitter_leaves_jobs_running_and_a_rerun_attaches_without_res
     assert any(s in ("PENDING", "RUNNING", "") for s in states.values()), states  # still queued after the kill
     out = run_cli(*args, env=FAST, timeout=600)
     assert out.returncode == 0, out.stderr
-    assert "submitted" not in out.stderr and out.stderr.count("attached to Slurm job") + \
-        out.stderr.count("stored from the finished Slurm job") == 3, out.stderr
+    assert "Slurm job(s)" not in out.stderr and out.stderr.count("attached to Slurm job") + \
+        out.stderr.count("stored from the finished Slurm job") == 2, out.stderr
     assert _records(tmp_path / "wd") == records  # nothing was submitted again
     runs = _runs(tmp_path / "r.db")
-    assert sorted(runs.task) == sorted(TASKS.split(",")) and set(runs.status) == {"ok"}
+    assert sorted(runs.task) == sorted(two.split(",")) and set(runs.status) == {"ok"}
 
 
 def test_collect_stores_what_jobs_finished_while_no_submitter_ran(slurm_cluster, tiny_vit_ckpt, tmp_path):
-    proc = _start("run", "--ckpt", tiny_vit_ckpt, "--tasks", "fashion_mnist_probe,k12_cifar10", "--data", "mini",
+    proc = _start("run", "--ckpt", tiny_vit_ckpt, "--tasks", "fashion_mnist_probe", "--data", "mini",
                   "--work-dir", tmp_path / "wd", "--db", tmp_path / "r.db", "--launcher", "submitit",
                   "--timeout-min", "5")
-    records = _wait_records(tmp_path / "wd", 2, proc)
+    records = _wait_records(tmp_path / "wd", 1, proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     for job_id in records.values():
@@ -126,14 +128,15 @@ def test_collect_stores_what_jobs_finished_while_no_submitter_ran(slurm_cluster,
     assert out.returncode == 0, out.stderr
     runs = _runs(tmp_path / "r.db")
     ok = runs[runs.status == "ok"]
-    assert sorted(ok.task) == ["fashion_mnist_probe", "k12_cifar10"]
+    assert sorted(ok.task) == ["fashion_mnist_probe"]
     assert {json.loads(e)["slurm_job_id"] for e in ok.extra} == set(records.values())
 
 
 def test_ddp_under_srun_inside_salloc(slurm_cluster, tiny_vit_ckpt, tmp_path):
     """--launcher slurm inside an allocation: two Slurm tasks form the gloo process group."""
     cmd = ["salloc", "-n", "2", "--time=5", sys.executable, "-m", "benchmark.cli", "run", "--ckpt", tiny_vit_ckpt,
-           "--tasks", "k12_dtd", "--preset", "ci_finetune", "--subset", "40", "--data", "mini", "--launcher",
+           "--tasks", "k12_dtd", "--preset", "ci_finetune", "--subset", "40", "--set", "iters=4", "--data", "mini",
+           "--launcher",
            "slurm", "--work-dir", tmp_path / "wd", "--db", tmp_path / "r.db"]
     out = slurm_cluster.slurm(*map(str, cmd), check=False, timeout=600, cwd=REPO)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -170,7 +173,7 @@ def test_a_preempted_job_is_requeued_resumes_from_its_checkpoint_and_counts_the_
     """Pre-emption as Slurm signals it (SIGTERM, then submitit's USR2): submitit requeues the job, the worker resumes
     from its last mmengine checkpoint in the same run dir, and the run records one requeue."""
     proc = _start("run", "--ckpt", tiny_vit_ckpt, "--tasks", "k12_dtd", "--preset", "ci_finetune", "--subset", "40",
-                  "--set", "iters=300", "--set", "checkpoint_interval=20", "--data", "mini", "--work-dir",
+                  "--set", "iters=120", "--set", "checkpoint_interval=10", "--data", "mini", "--work-dir",
                   tmp_path / "wd", "--db", tmp_path / "r.db", "--launcher", "submitit", "--timeout-min", "10")
     job_id = _wait_records(tmp_path / "wd", 1, proc)["k12_dtd"]
     deadline = time.monotonic() + 240
