@@ -9,6 +9,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 .venv/bin/lint-imports || { echo "test: an import breaks the layer contracts of pyproject.toml (see above)" >&2; exit 1; }
 # the Slurm tests start a real single-node cluster from Debian packages (root installs them; otherwise they skip)
 bash scripts/setup_slurm.sh
+# the leaderboard site's tests drive a real headless Chromium (root installs it; otherwise they skip)
+bash scripts/setup_browser.sh
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests
 rc=$?
 if [ "$rc" -eq 5 ]; then echo "test: pytest collected no tests" >&2; exit 1; fi

@@ -145,7 +145,7 @@ def test_ddp_under_srun_inside_salloc(slurm_cluster, tiny_vit_ckpt, tmp_path):
     assert set(_runs(tmp_path / "r.db").status) == {"ok"}
 
 
-@pytest.mark.parametrize("case", ["no_slurm", "unknown_partition", "option_without_submitit", "bad_conf"])
+@pytest.mark.parametrize("case", ["no_slurm", "unknown_partition", "option_without_submitit", "bad_conf", "refused"])
 def test_bad_slurm_input_is_one_line_and_exit_2(slurm_cluster, tiny_vit_ckpt, tmp_path, case):
     args = ["run", "--ckpt", tiny_vit_ckpt, "--tasks", "fashion_mnist_probe", "--data", "mini", "--work-dir",
             tmp_path / "wd", "--db", tmp_path / "r.db", "--launcher", "submitit"]
@@ -153,13 +153,16 @@ def test_bad_slurm_input_is_one_line_and_exit_2(slurm_cluster, tiny_vit_ckpt, tm
     expect = {"no_slurm": "Slurm not found: sbatch / sacct are not on PATH",
               "unknown_partition": "unknown Slurm partition 'gpu-huge' (this cluster has: debug)",
               "option_without_submitit": "--partition only apply to Slurm jobs",
-              "bad_conf": "Slurm does not answer"}[case]
+              "bad_conf": "Slurm does not answer",
+              "refused": "Slurm refused the job array, nothing was submitted"}[case]
     if case == "no_slurm":
         env["PATH"] = str(Path(sys.executable).parent)
     elif case == "unknown_partition":
         args += ["--partition", "gpu-huge"]
     elif case == "option_without_submitit":
         args = args[:-2] + ["--partition", "debug"]
+    elif case == "refused":
+        args += ["--mem", "100000G"]  # more than the node has: sbatch refuses the array
     else:
         env["SLURM_CONF"] = str(tmp_path / "missing.conf")
     out = run_cli(*args, env=env)
