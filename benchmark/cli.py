@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     sl.add_argument("--slurm-opt", dest="slurm_opts", type=_kv_str, action="append", default=[], metavar="KEY=VALUE",
                     help="any other #SBATCH option (repeatable), e.g. --slurm-opt account=vision --slurm-opt qos=high")
     sl.add_argument("--max-parallel", type=int, default=256, help="jobs of the array running at once")
+    run.add_argument("--vis-backend", choices=["none", "tensorboard"], default="none",
+                     help="tensorboard: trained tasks write loss / lr / metric curves as TensorBoard event files in "
+                          "their run dirs (`tensorboard --logdir WORK_DIR`)")
     run.add_argument("--allow-partial", action="store_true",
                      help="accept a checkpoint that fills less than 100%% of the backbone (not recommended)")
 
@@ -286,7 +289,7 @@ def cmd_run(args) -> int:
                              work_dir=args.work_dir, db=args.db, force=args.force, device=args.device,
                              label=args.name, allow_partial=args.allow_partial, explicit_tasks=bool(args.tasks),
                              debug=args.debug, overrides=dict(args.overrides), nproc=args.nproc,
-                             launcher=args.launcher, slurm=slurm_opts)
+                             launcher=args.launcher, slurm=slurm_opts, vis_backend=args.vis_backend)
     outcomes = runner.run(opts)
     failed = [o for o in outcomes if o.status == "failed"]
     ok = sum(o.status == "ok" for o in outcomes)

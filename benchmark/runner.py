@@ -57,6 +57,7 @@ class RunOptions:
     nproc: int = 1  # >1: each task runs under torchrun with this many processes (DDP)
     launcher: str = "none"  # none | slurm (srun inside an allocation) | submitit (a Slurm job per task and seed)
     slurm: Any = None  # benchmark.slurm.SlurmOptions for launcher submitit
+    vis_backend: str = "none"  # tensorboard: trained tasks write TensorBoard event files in their run dirs
 
     @property
     def preset_label(self) -> str:
@@ -535,7 +536,8 @@ def _new_job(spec: TaskSpec, seed: int, key: RunKey, run_dir: Path, opts: RunOpt
            "code_version": commit,
            "work_dir": str(run_dir.resolve()), "cache_dir": str(work_dir.resolve() / "cache"),
            "device": opts.device, "allow_partial": opts.allow_partial, "debug": opts.debug,
-           "result_path": str(run_dir.resolve() / "result.json"), "log": str(run_dir.resolve() / "worker.log"),
+           "vis_backend": opts.vis_backend, "result_path": str(run_dir.resolve() / "result.json"),
+           "log": str(run_dir.resolve() / "worker.log"),
            "job_path": str(run_dir.resolve() / "job.json")}
     info = RunInfo(key=key, ckpt_path=str(Path(opts.ckpt).resolve()), ckpt_label=label,
                    arch=ckpt_meta.get("arch", ""), method=ckpt_meta.get("method", ""), suite=spec.suite,

@@ -90,7 +90,7 @@ def run_job(job: dict) -> dict:
                      preset=job["preset"], params=params, seed=job["seed"],
                      subset=job["subset"], work_dir=Path(job["work_dir"]), cache_dir=Path(job["cache_dir"]),
                      device=job["device"], allow_partial=job["allow_partial"], progress=_progress,
-                     code_version=job.get("code_version", ""))
+                     code_version=job.get("code_version", ""), vis_backend=job.get("vis_backend", "none"))
     ctx.work_dir.mkdir(parents=True, exist_ok=True)
     adapter = adapter_cls(ctx)
     metrics = adapter.finish(adapter.run())

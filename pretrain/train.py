@@ -28,6 +28,7 @@ from typing import Any
 
 from benchmark.distributed import init_cpu_dist
 from benchmark.errors import BenchmarkError, CheckpointError, TaskFailed
+from benchmark.vis import visualizer_cfg
 from benchmark.workdir import read_own_checkpoint_meta, trust_work_dir
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -48,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg-options", nargs="+", action=DictAction, default={}, metavar="KEY=VALUE",
                    help="override config entries, e.g. simmim.iters=100 train_dataloader.batch_size=32")
     p.add_argument("--out", type=Path, help="canonical backbone checkpoint (default <work-dir>/mim.pth)")
+    p.add_argument("--vis-backend", choices=["none", "tensorboard"], default=None,
+                   help="tensorboard: write loss / lr curves as TensorBoard event files in the work dir "
+                        "(default: the config's visualizer)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--local_rank", "--local-rank", type=int, default=0, help=argparse.SUPPRESS)
     return p
@@ -253,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
         load_from=str(resume_from) if resume_from else None, launcher=args.launcher, env_cfg=cfg.env_cfg,
         log_processor=cfg.get("log_processor"), log_level=cfg.get("log_level", "INFO"),
         default_scope=cfg.get("default_scope", "mmengine"), randomness=cfg.get("randomness", dict(seed=0)),
-        visualizer=cfg.get("visualizer"), cfg=cfg)
+        visualizer=visualizer_cfg(args.vis_backend) if args.vis_backend else cfg.get("visualizer"), cfg=cfg)
     runner.logger.info(
         f"SimMIM pre-training: config {cfg_path}, {len(dataset)} images, world size {world}, total batch "
         f"{plan['total_batch']}, lr {plan['lr']:.3g} (warmup from {plan['warmup_lr']:.3g} over "

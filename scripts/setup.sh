@@ -44,7 +44,7 @@ fi
 PIP=("$VENV/bin/python" -m pip install -q --no-compile -c "$CONSTRAINTS")
 STACK=(torch torchvision timm mmengine mmdet mmsegmentation mmpose pycocotools xtcocotools pandas tabulate pyyaml
        tqdm matplotlib pytest ruff import-linter ftfy regex scikit-image scikit-learn optuna scipy setuptools wheel
-       ninja got10k six submitit plotly selenium)
+       ninja got10k six submitit plotly selenium tensorboard)
 # xtcocotools' binary wheel breaks under numpy 2 ('dtype size changed'): always build it from source (pip caches
 # the built wheel, so this costs seconds after the first time).
 NO_BINARY=(--no-binary xtcocotools)

@@ -104,6 +104,7 @@ class RunContext:
     device: str = "cpu"
     allow_partial: bool = False
     code_version: str = ""  # the suite's git commit: an interrupted run resumes only under the same code
+    vis_backend: str = "none"  # tensorboard: trained tasks write event files (benchmark/vis.py)
     progress: Callable[[float, str], None] = field(default=lambda frac, msg="": None)
 
     def load_backbone(self, **overrides: Any):

@@ -190,7 +190,8 @@ class TrainedTask(TaskAdapter):
             test_dataloader=self._eval_loader(first, data), test_evaluator=first.evaluator,
             report=ctx.progress, train_share=self.train_share,
             digest_of=dict(model=model, params=self.p, subset=ctx.subset, data=data.digest, version=ctx.spec.version,
-                           data_fingerprint=fingerprint(ctx.spec, ctx.data_root), code=ctx.code_version))
+                           data_fingerprint=fingerprint(ctx.spec, ctx.data_root), code=ctx.code_version),
+            vis_backend=ctx.vis_backend)
         runner.logger.info(f"{ctx.spec.name}: {data.summary or f'{len(data.train)} training samples'}, "
                            f"{plan.max_iters} iterations ({plan.iters_per_epoch}/epoch), total batch "
                            f"{plan.total_batch}, lr {plan.lr:.3g}, world size {plan.world}")
@@ -312,10 +313,12 @@ def dataloader(dataset: Any, batch_size: int, *, train: bool, workers: int = 0, 
 def build_runner(*, work_dir: Path, scope: str, seed: int, device: str, model: dict, train_dataloader: dict,
                  optim_wrapper_cfg: dict, param_scheduler: list[dict], max_iters: int, checkpoint_interval: int,
                  test_dataloader: dict, test_evaluator: Any, report: Callable[[float, str], None] | None = None,
-                 train_share: float = 0.9, log_interval: int = 10, digest_of: Any = None):
+                 train_share: float = 0.9, log_interval: int = 10, digest_of: Any = None,
+                 vis_backend: str = "none"):
     """An mmengine Runner for one task run; resumes from ``work_dir`` when an identical run was interrupted."""
     from mmengine.runner import Runner
 
+    from benchmark.vis import visualizer_cfg
     from benchmark.workdir import trust_work_dir
     from tasks.openmmlab_hooks import NonFiniteLossHook, ProgressHook
 
@@ -354,7 +357,7 @@ def build_runner(*, work_dir: Path, scope: str, seed: int, device: str, model: d
             sampler_seed=dict(type="DistSamplerSeedHook")),
         launcher="pytorch" if distributed else "none", env_cfg=env_cfg, resume=resume,
         randomness=dict(seed=int(seed), diff_rank_seed=True), default_scope=scope,
-        log_processor=dict(by_epoch=False), visualizer=None, log_level="INFO", **kwargs)
+        log_processor=dict(by_epoch=False), visualizer=visualizer_cfg(vis_backend), log_level="INFO", **kwargs)
     runner.register_hook(NonFiniteLossHook())
     if report is not None:
         runner.register_hook(ProgressHook(report, train_share))
