@@ -445,12 +445,16 @@ def _watch_slurm(todo: list[dict], store: ResultStore, progress: Progress, poll_
 
     outcomes: list[Outcome] = []
     shown: dict[str, str] = {}
+    gone: dict[str, int] = {}  # polls in a row a job was in neither sacct nor squeue
     waiting = {t["job_id"]: t for t in todo}
     while waiting:
         states = slurm.states(list(waiting))
         for job_id, t in list(waiting.items()):
             state, node, elapsed = states.get(job_id, ("", "", 0))
             name = f"{t['spec'].name} seed {t['seed']}"
+            gone[job_id] = gone.get(job_id, 0) + 1 if state == "GONE" else 0
+            if state == "GONE":  # ended without ever running (cancelled while pending) once confirmed
+                state = "CANCELLED" if gone[job_id] >= 4 else ""
             if state and state != shown.get(job_id):
                 shown[job_id] = state
                 print(f"{name}: Slurm job {job_id} {state}" + (f" on {node}" if node and state != "PENDING" else ""),

@@ -66,7 +66,10 @@ def preflight(sopts: SlurmOptions) -> None:
         raise BenchmarkError("Slurm not found: sbatch / sacct are not on PATH",
                              "run on a login node of the cluster (or put Slurm's bin folder on PATH); without "
                              "Slurm use --launcher none")
-    out = _client(["sinfo", "-h", "-o", "%P"])
+    try:  # a missing or wrong slurm.conf makes sinfo retry for a minute: a login node answers in a second
+        out = _client(["sinfo", "-h", "-o", "%P"], timeout=15)
+    except subprocess.TimeoutExpired:
+        out = subprocess.CompletedProcess(["sinfo"], 1, "", "no answer within 15 s")
     if out.returncode != 0:
         conf = os.environ.get("SLURM_CONF", "/etc/slurm/slurm.conf")
         first = (out.stderr.strip().splitlines() or ["no answer"])[0]
@@ -86,22 +89,29 @@ def job_state(job_id: str) -> str:
 
 
 def states(job_ids: list[str]) -> dict[str, tuple[str, str, float]]:
-    """{job id: (state, node list, elapsed seconds)} from one sacct call; a job sacct does not list yet is left out.
-    Pending elements of an array show as one collapsed line (``123_[2-5]``), which covers them."""
+    """{job id: (state, node list, elapsed seconds)} from sacct, else squeue; ``GONE`` for a job in neither.
+
+    sacct lags squeue by about a second and does not list array elements that have not started; an element cancelled
+    while pending never appears in sacct at all, so a job that squeue no longer shows either has ended without
+    running (the caller confirms over a few polls, as sacct may lag a job that just finished)."""
     out = _client(["sacct", "-n", "-X", "-P", "-o", "JobID,State,NodeList,ElapsedRaw", "-j", ",".join(job_ids)])
-    rows = [ln.split("|") for ln in out.stdout.splitlines() if ln.count("|") == 3]
     found: dict[str, tuple[str, str, float]] = {}
-    for jid, state, nodes, elapsed in rows:
-        state = state.split()[0] if state else ""  # "CANCELLED by 0"
-        found[jid] = (state, "" if nodes in ("None assigned", "(null)") else nodes, float(elapsed or 0))
-    for job_id in job_ids:
-        if job_id in found or "_" not in job_id:
-            continue
-        base, index = job_id.split("_", 1)
-        for jid, row in list(found.items()):
-            if jid.startswith(f"{base}_[") and _in_range(int(index), jid[len(base) + 2:-1]):
-                found[job_id] = row
-    return {j: found[j] for j in job_ids if j in found}
+    for line in out.stdout.splitlines():
+        if line.count("|") == 3:
+            jid, state, nodes, elapsed = line.split("|")
+            state = state.split()[0] if state else ""  # "CANCELLED by 0"
+            found[jid] = (state, "" if nodes in ("None assigned", "(null)") else nodes, float(elapsed or 0))
+    missing = [j for j in job_ids if j not in found]
+    if missing:
+        queue = _client(["squeue", "-h", "-a", "-r", "-o", "%i|%T|%N"])
+        queued = {}
+        for line in queue.stdout.splitlines():
+            if line.count("|") == 2:
+                jid, state, nodes = line.split("|")
+                queued[jid] = (state, nodes, 0.0)
+        for job_id in missing:
+            found[job_id] = queued.get(job_id, ("GONE", "", 0.0)) if queue.returncode == 0 else ("", "", 0.0)
+    return {j: found[j] for j in job_ids}
 
 
 def _in_range(index: int, spec: str) -> bool:
