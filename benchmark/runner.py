@@ -144,8 +144,8 @@ def _check_data(specs: list[TaskSpec], opts: RunOptions) -> None:
 class Progress:
     """A bar per suite and one per running task (tqdm on a terminal), plain lines otherwise."""
 
-    def __init__(self, total: int):
-        self.tty = sys.stderr.isatty()
+    def __init__(self, total: int, bars: bool = True):
+        self.tty = bars and sys.stderr.isatty()
         self.total, self.done = total, 0
         if self.tty:
             from tqdm import tqdm
@@ -380,8 +380,7 @@ def _run_on_slurm(plan: list, opts: RunOptions, store: ResultStore, meta: dict) 
     jobs still pending or running from an earlier submission are attached to, not submitted again."""
     from . import slurm
 
-    progress = Progress(len(plan))
-    progress.close()  # one line per event: the jobs' own progress is in their worker.log
+    progress = Progress(len(plan), bars=False)  # one line per event: the jobs' own progress is in their worker.log
     outcomes: list[Outcome] = []
     todo: list[dict] = []  # spec, seed, job, info, live record (None: submit)
     for spec, seed in plan:
@@ -397,18 +396,16 @@ def _run_on_slurm(plan: list, opts: RunOptions, store: ResultStore, meta: dict) 
             slurm.cancel(live["job_id"])
             print(f"{spec.name} seed {seed}: cancelled Slurm job {live['job_id']} (--force)", file=sys.stderr)
             live = None
-        if live is None and action == "run":  # a job that finished while no submitter watched: store it
-            job, info = _new_job(spec, seed, key, run_dir, opts, **meta)
-            kept = _finished_result(job)
-            if kept is not None:
-                outcomes.append(_store_kept(spec, seed, job, info, kept, store, progress,
-                                            "stored from the finished Slurm job's result.json"))
-                continue
-        elif live is None:
+        if live is None and action in ("rerun", "force"):
             if action == "rerun":
                 print(f"{spec.name} seed {seed}: {why}", file=sys.stderr)
             _set_aside(run_dir)
         job, info = _new_job(spec, seed, key, run_dir, opts, **meta)
+        kept = _finished_result(job) if live is None and action == "run" else None
+        if kept is not None:  # a job that finished while no submitter watched: store it
+            outcomes.append(_store_kept(spec, seed, job, info, kept, store, progress,
+                                        "stored from the finished Slurm job's result.json"))
+            continue
         todo.append(dict(spec=spec, seed=seed, job=job, info=info, live=live, run_dir=run_dir))
     if not todo:
         return outcomes

@@ -202,12 +202,6 @@ def submit(jobs: list[dict], sopts: SlurmOptions, nproc: int, folder: Path) -> l
     return handles
 
 
-def attach(job_id: str, folder: Path) -> Any:
-    import submitit
-
-    return submitit.SlurmJob(folder=folder / "%j", job_id=str(job_id))
-
-
 def write_record(run_dir: Path, job_id: str, folder: Path) -> None:
     (run_dir / RECORD).write_text(json.dumps({"job_id": str(job_id), "folder": str(folder),
                                               "submitted_at": time.time()}) + "\n")
