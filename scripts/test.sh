@@ -11,7 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup_slurm.sh
 # the leaderboard site's tests drive a real headless Chromium (root installs it; otherwise they skip)
 bash scripts/setup_browser.sh
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 "$@" tests
 rc=$?
 if [ "$rc" -eq 5 ]; then echo "test: pytest collected no tests" >&2; exit 1; fi
 exit "$rc"

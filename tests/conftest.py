@@ -58,3 +58,20 @@ def planned_task_dir(tmp_path: Path) -> Path:
     folder.mkdir(exist_ok=True)
     (folder / "planned_task.yaml").write_text(PLANNED_SPEC)
     return folder
+
+
+_FILE_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report) -> None:
+    # setup + call + teardown per test file, so the end of every run says where the minutes went
+    path = report.nodeid.split("::", 1)[0]
+    _FILE_SECONDS[path] = _FILE_SECONDS.get(path, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not _FILE_SECONDS:
+        return
+    terminalreporter.section("seconds per test file (setup + call + teardown)")
+    for path, seconds in sorted(_FILE_SECONDS.items(), key=lambda kv: -kv[1]):
+        terminalreporter.write_line(f"{seconds:8.1f}  {path}")
