@@ -94,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "'ci+iters=300'")
     run.add_argument("--nproc", type=int, default=1,
                      help="processes per task: >1 runs each task under torchrun (DDP; gloo on CPU, nccl on GPUs)")
+    run.add_argument("--jobs", type=int, default=1,
+                     help="tasks at once on this machine, each its own worker process (default 1); on a CPU each "
+                          "gets cores / N threads unless OMP_NUM_THREADS is set")
     run.add_argument("--launcher", choices=["none", "slurm", "submitit"], default="none",
                      help="slurm: start each task with srun inside the current allocation (one process per task "
                           "slot); submitit: submit every (task, seed) as a Slurm job (one job array) from a login "
@@ -281,6 +284,11 @@ def cmd_run(args) -> int:
             registry.resolve_params(spec, args.preset, dict(args.overrides))
     if args.nproc < 1:
         raise BenchmarkError(f"--nproc must be >= 1, got {args.nproc}", "e.g. --nproc 8 on an 8-GPU node")
+    if args.jobs < 1:
+        raise BenchmarkError(f"--jobs must be >= 1, got {args.jobs}", "e.g. --jobs 2 on a 2-core CPU")
+    if args.jobs > 1 and args.launcher != "none":
+        raise BenchmarkError(f"--jobs runs tasks side by side on this machine, not with --launcher {args.launcher}",
+                             "on Slurm, --launcher submitit --max-parallel N sets how many jobs run at once")
     slurm_opts = _slurm_options(args)
     from . import runner
 
@@ -289,7 +297,8 @@ def cmd_run(args) -> int:
                              work_dir=args.work_dir, db=args.db, force=args.force, device=args.device,
                              label=args.name, allow_partial=args.allow_partial, explicit_tasks=bool(args.tasks),
                              debug=args.debug, overrides=dict(args.overrides), nproc=args.nproc,
-                             launcher=args.launcher, slurm=slurm_opts, vis_backend=args.vis_backend)
+                             launcher=args.launcher, slurm=slurm_opts, vis_backend=args.vis_backend,
+                             jobs=args.jobs)
     outcomes = runner.run(opts)
     failed = [o for o in outcomes if o.status == "failed"]
     ok = sum(o.status == "ok" for o in outcomes)

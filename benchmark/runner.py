@@ -10,15 +10,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import importlib.metadata
 import json
 import math
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +61,7 @@ class RunOptions:
     launcher: str = "none"  # none | slurm (srun inside an allocation) | submitit (a Slurm job per task and seed)
     slurm: Any = None  # benchmark.slurm.SlurmOptions for launcher submitit
     vis_backend: str = "none"  # tensorboard: trained tasks write TensorBoard event files in their run dirs
+    jobs: int = 1  # local runs: this many tasks at once, each in its own worker process
 
     @property
     def preset_label(self) -> str:
@@ -144,9 +148,11 @@ def _check_data(specs: list[TaskSpec], opts: RunOptions) -> None:
 class Progress:
     """A bar per suite and one per running task (tqdm on a terminal), plain lines otherwise."""
 
-    def __init__(self, total: int, bars: bool = True):
-        self.tty = bars and sys.stderr.isatty()
+    def __init__(self, total: int, bars: bool = True, parallel: bool = False):
+        self.tty = bars and not parallel and sys.stderr.isatty()
+        self.parallel = parallel
         self.total, self.done = total, 0
+        self.lock = threading.Lock()  # tasks run side by side (--jobs) end from several threads
         if self.tty:
             from tqdm import tqdm
 
@@ -158,6 +164,8 @@ class Progress:
         if self.tty:
             self.task.reset()
             self.task.set_description(name)
+        elif self.parallel:  # several tasks run at once: only their ends are counted
+            print(f"started {name}", file=sys.stderr, flush=True)
         else:
             print(f"[{self.done + 1}/{self.total}] {name} ...", file=sys.stderr, flush=True)
 
@@ -167,12 +175,13 @@ class Progress:
             self.task.set_postfix_str(msg[:40], refresh=True)
 
     def end(self, line: str) -> None:
-        self.done += 1
-        if self.tty:
-            self.suite.write(line)
-            self.suite.update(1)
-        else:
-            print(f"[{self.done}/{self.total}] {line}", file=sys.stderr, flush=True)
+        with self.lock:
+            self.done += 1
+            if self.tty:
+                self.suite.write(line)
+                self.suite.update(1)
+            else:
+                print(f"[{self.done}/{self.total}] {line}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.tty:
@@ -229,7 +238,20 @@ def _store_success(store: ResultStore, info: RunInfo, spec: TaskSpec, result: di
                              "kept result without re-running the task") from exc
 
 
-def _run_worker(job: dict, progress: Progress, keep_fds: tuple[int, ...] = ()) -> tuple[int, str]:
+def slot_devices(slot: int, nproc: int, visible: str | None = None) -> str:
+    """The GPUs of parallel slot ``slot`` (--jobs): its own ``nproc`` devices out of those visible, so tasks side by
+    side never share a GPU."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
+    if visible:
+        devices = [d.strip() for d in visible.split(",") if d.strip()]
+    else:
+        import torch
+
+        devices = [str(i) for i in range(torch.cuda.device_count())]
+    return ",".join(devices[slot * nproc:(slot + 1) * nproc])
+
+
+def _run_worker(job: dict, progress: Progress, keep_fds: tuple[int, ...] = (), stop=None) -> tuple[int, str]:
     """Run the worker (it inherits ``keep_fds``: the result's lock) and return (exit code, last error line).
 
     The worker writes ``worker.log`` itself (its stdout and stderr are the file, appended: every attempt is kept,
@@ -238,8 +260,13 @@ def _run_worker(job: dict, progress: Progress, keep_fds: tuple[int, ...] = ()) -
     job_path = Path(job["job_path"])
     job_path.write_text(json.dumps(job, indent=2))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if str(job["device"]).startswith("cuda") and job.get("slot") is not None:
+        env["CUDA_VISIBLE_DEVICES"] = slot_devices(int(job["slot"]), int(job.get("nproc", 1)))
     if not str(job["device"]).startswith("cuda"):
         env["CUDA_VISIBLE_DEVICES"] = ""  # --device cpu means CPU even where mmengine would pick a GPU
+        if int(job.get("jobs", 1)) > 1 and "OMP_NUM_THREADS" not in os.environ:
+            # tasks side by side share the cores instead of each starting a thread per core
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(job["jobs"])))
     last_error = ""
     with open(job["log"], "a") as log:
         log.write(f"===== attempt started {time.strftime('%Y-%m-%d %H:%M:%S')} by pid {os.getpid()} =====\n")
@@ -248,7 +275,7 @@ def _run_worker(job: dict, progress: Progress, keep_fds: tuple[int, ...] = ()) -
         proc = subprocess.Popen(worker_command(job), stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO,
                                 start_new_session=True, pass_fds=keep_fds)
     try:
-        for line in _follow(Path(job["log"]), start, proc):
+        for line in _follow(Path(job["log"]), start, proc, stop=stop):
             if line.startswith(PROGRESS):
                 parts = line.split(maxsplit=2)
                 progress.update(float(parts[1]), parts[2].strip() if len(parts) > 2 else "")
@@ -270,8 +297,9 @@ def _run_worker(job: dict, progress: Progress, keep_fds: tuple[int, ...] = ()) -
     return code, last_error or (f"exit code {code}" if code else "")
 
 
-def _follow(path: Path, offset: int, proc: subprocess.Popen, poll_s: float = 0.2):
-    """The complete lines written to ``path`` after ``offset`` while ``proc`` runs, then the rest."""
+def _follow(path: Path, offset: int, proc: subprocess.Popen, poll_s: float = 0.2, stop=None):
+    """The complete lines written to ``path`` after ``offset`` while ``proc`` runs, then the rest. A set ``stop``
+    event (a parallel suite being stopped) ends it like Ctrl-C."""
     pending = ""
     with open(path, errors="replace") as fh:
         fh.seek(offset)
@@ -284,6 +312,8 @@ def _follow(path: Path, offset: int, proc: subprocess.Popen, poll_s: float = 0.2
                 rest = pending + fh.read()
                 yield from rest.splitlines()
                 return
+            elif stop is not None and stop.is_set():
+                raise KeyboardInterrupt
             else:
                 time.sleep(poll_s)
 
@@ -307,6 +337,9 @@ def run(opts: RunOptions) -> list[Outcome]:
 
         if not torch.cuda.is_available():
             raise BenchmarkError("--device cuda was asked for but no CUDA device is visible", "use --device cpu")
+        if opts.jobs > 1 and opts.jobs * opts.nproc > torch.cuda.device_count():
+            raise BenchmarkError(f"--jobs {opts.jobs} x --nproc {opts.nproc} needs {opts.jobs * opts.nproc} GPUs, "
+                                 f"{torch.cuda.device_count()} are visible", "lower --jobs or --nproc")
     specs, skipped_unimplemented = _select(opts)
     # every task's parameters (preset, --set keys and types) before any data, checkpoint or training
     params = {spec.name: registry.resolve_params(spec, opts.preset, opts.overrides) for spec in specs}
@@ -330,37 +363,80 @@ def run(opts: RunOptions) -> list[Outcome]:
     meta = dict(ckpt_meta=ckpt.meta, sha=sha, label=label, versions=versions, commit=commit, work_dir=work_dir)
     if opts.launcher == "submitit":
         return outcomes + _run_on_slurm(plan, opts, store, meta)
-    progress = Progress(len(plan))
+    progress = Progress(len(plan), parallel=opts.jobs > 1)
+    one = functools.partial(_one, opts=opts, store=store, progress=progress, **meta)
     try:
-        for spec, seed in plan:
-            key = RunKey(sha, spec.name, opts.preset_label, int(opts.subset), int(seed))
-
-            def skip(detail: str, message: str, task: str = spec.name, seed: int = seed) -> None:
-                outcomes.append(Outcome(task, seed, "skipped", detail))
-                progress.end(f"{task} seed {seed}: skipped, {message}")
-
-            action, why = stored_state(store, key, spec, opts)
-            if action == "skip":
-                skip("already done (--force re-runs)", why)
-                continue
-            run_dir = _run_dir(work_dir, sha, spec, opts, seed)
-            with claim(run_dir) as (holder, lock_fd):
-                if holder is not None:
-                    skip(f"running in {holder}", f"another benchmark process is running it ({holder}); re-run this "
-                                                 "command when it has finished")
-                    continue
-                action, why = stored_state(store, key, spec, opts)  # another process may have finished it meanwhile
-                if action == "skip":
-                    skip("already done (--force re-runs)", why)
-                    continue
-                if action == "rerun":
-                    print(f"{spec.name} seed {seed}: {why}", file=sys.stderr)
-                if action in ("rerun", "force"):
-                    _set_aside(run_dir)
-                outcomes.append(_attempt(spec, seed, key, run_dir, opts, store, progress, lock_fd, **meta))
+        if opts.jobs <= 1:
+            for spec, seed in plan:
+                outcomes += one(spec, seed)
+        else:
+            outcomes += _in_parallel(plan, opts.jobs, one)
     finally:
         progress.close()
     return outcomes
+
+
+def _one(spec: TaskSpec, seed: int, *, opts: RunOptions, store: ResultStore, progress: Progress, stop=None,
+         slot: int | None = None, **meta) -> list[Outcome]:
+    """One (task, seed) of the plan: skipped when stored, else claimed and attempted."""
+    key = RunKey(meta["sha"], spec.name, opts.preset_label, int(opts.subset), int(seed))
+
+    def skip(detail: str, message: str) -> list[Outcome]:
+        progress.end(f"{spec.name} seed {seed}: skipped, {message}")
+        return [Outcome(spec.name, seed, "skipped", detail)]
+
+    action, why = stored_state(store, key, spec, opts)
+    if action == "skip":
+        return skip("already done (--force re-runs)", why)
+    run_dir = _run_dir(meta["work_dir"], meta["sha"], spec, opts, seed)
+    with claim(run_dir) as (holder, lock_fd):
+        if holder is not None:
+            return skip(f"running in {holder}", f"another benchmark process is running it ({holder}); re-run this "
+                                                "command when it has finished")
+        action, why = stored_state(store, key, spec, opts)  # another process may have finished it meanwhile
+        if action == "skip":
+            return skip("already done (--force re-runs)", why)
+        if action == "rerun":
+            print(f"{spec.name} seed {seed}: {why}", file=sys.stderr)
+        if action in ("rerun", "force"):
+            _set_aside(run_dir)
+        return [_attempt(spec, seed, key, run_dir, opts, store, progress, lock_fd, stop=stop, slot=slot, **meta)]
+
+
+def _in_parallel(plan: list, jobs: int, one) -> list[Outcome]:
+    """``jobs`` plan items at once (threads that each wait on one worker process). Ctrl-C or an error that stops
+    the suite (e.g. an unwritable DB) stops every running worker; their runs are recorded as interrupted."""
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    stop = threading.Event()
+    slots: queue.Queue[int] = queue.Queue()
+    for slot in range(jobs):
+        slots.put(slot)
+
+    def in_a_slot(spec: TaskSpec, seed: int) -> list[Outcome]:
+        slot = slots.get()  # on GPUs a slot is a fixed set of devices (see _run_worker)
+        try:
+            return one(spec, seed, stop=stop, slot=slot)
+        finally:
+            slots.put(slot)
+
+    with ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="task") as pool:
+        futures = [pool.submit(in_a_slot, spec, seed) for spec, seed in plan]
+        try:
+            wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            if any(f.done() and f.exception() is not None for f in futures):
+                stop.set()
+            if stop.is_set():
+                for f in futures:
+                    f.cancel()
+    errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+    if errors:  # what stopped the suite, not the interruptions it caused in the other workers
+        raise next((e for e in errors if not isinstance(e, KeyboardInterrupt)), errors[0])
+    return [outcome for f in futures for outcome in f.result()]
 
 
 def _run_dir(work_dir: Path, sha: str, spec: TaskSpec, opts: RunOptions, seed: int) -> Path:
@@ -537,7 +613,8 @@ def _new_job(spec: TaskSpec, seed: int, key: RunKey, run_dir: Path, opts: RunOpt
            "code_version": commit,
            "work_dir": str(run_dir.resolve()), "cache_dir": str(work_dir.resolve() / "cache"),
            "device": opts.device, "allow_partial": opts.allow_partial, "debug": opts.debug,
-           "vis_backend": opts.vis_backend, "result_path": str(run_dir.resolve() / "result.json"),
+           "vis_backend": opts.vis_backend, "jobs": int(opts.jobs),
+           "result_path": str(run_dir.resolve() / "result.json"),
            "log": str(run_dir.resolve() / "worker.log"),
            "job_path": str(run_dir.resolve() / "job.json")}
     info = RunInfo(key=key, ckpt_path=str(Path(opts.ckpt).resolve()), ckpt_label=label,
@@ -564,9 +641,11 @@ def _store_kept(spec: TaskSpec, seed: int, job: dict, info: RunInfo, kept: dict,
 
 
 def _attempt(spec: TaskSpec, seed: int, key: RunKey, run_dir: Path, opts: RunOptions, store: ResultStore,
-             progress: Progress, lock_fd: int, **meta) -> Outcome:
+             progress: Progress, lock_fd: int, stop=None, slot: int | None = None, **meta) -> Outcome:
     """One attempt at one result, in ``run_dir``: the worker subprocess, then the DB row (ok or failed)."""
     job, info = _new_job(spec, seed, key, run_dir, opts, **meta)
+    if slot is not None:
+        job["slot"] = slot
     kept = _finished_result(job)
     if kept is not None:  # finished earlier, but its DB write failed (e.g. a full disk): store it, do not re-run
         return _store_kept(spec, seed, job, info, kept, store, progress,
@@ -574,7 +653,7 @@ def _attempt(spec: TaskSpec, seed: int, key: RunKey, run_dir: Path, opts: RunOpt
     progress.start(f"{spec.name} seed {seed}")
     try:
         Path(job["result_path"]).unlink(missing_ok=True)
-        code, error = _run_worker(job, progress, keep_fds=(lock_fd,))
+        code, error = _run_worker(job, progress, keep_fds=(lock_fd,), stop=stop)
     except KeyboardInterrupt:
         info.finished_at = time.time()
         info.wall_s = info.finished_at - info.started_at

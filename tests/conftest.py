@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +52,30 @@ metrics:
 presets:
   ci: {}
 """
+
+
+def db_results(db: Path, columns: str = "task, preset, metric, value"):
+    """The results table of a results DB as a DataFrame."""
+    import pandas as pd
+
+    with sqlite3.connect(db) as conn:
+        return pd.read_sql(f"SELECT {columns} FROM results", conn)
+
+
+def db_runs(db: Path, columns: str = "task, preset, status, error"):
+    """The runs table (every attempt, in order) as a DataFrame."""
+    import pandas as pd
+
+    with sqlite3.connect(db) as conn:
+        return pd.read_sql(f"SELECT {columns} FROM runs ORDER BY id", conn)
+
+
+def db_extra(db: Path, task: str, preset: str = "ci") -> dict:
+    """The ``extra`` facts of the newest successful run of ``task`` under ``preset``."""
+    with sqlite3.connect(db) as conn:
+        (extra,) = conn.execute("SELECT extra FROM runs WHERE task = ? AND preset = ? AND status = 'ok' "
+                                "ORDER BY id DESC LIMIT 1", (task, preset)).fetchone()
+    return json.loads(extra)
 
 
 def planned_task_dir(tmp_path: Path) -> Path:

@@ -197,7 +197,9 @@ SlurmdUser=root
 SlurmctldPort={self.ctld_port}
 SlurmdPort={self.slurmd_port}
 AuthType=auth/munge
-AuthInfo=socket={self.munge_socket}
+# cred_expire also holds a requeued job back before it may start again (default 120 s); 10 s keeps the
+# pre-emption test short on this one-node cluster.
+AuthInfo=socket={self.munge_socket},cred_expire=10
 CredType=cred/munge
 StateSaveLocation={r}/state
 SlurmdSpoolDir={run}/spool

@@ -51,6 +51,9 @@ def test_reproduce_analysis_mini_runs_end_to_end(tmp_path):
         assert (tmp_path / "r" / "analysis" / f"{name}.csv").is_file()
         assert (tmp_path / "r" / "analysis" / f"{name}.png").is_file()
     assert len(pd.read_csv(tmp_path / "r" / "analysis" / "findings.csv")) == 3
+    # the SimMIM pre-training ran beside the supervised training, its output in its own log
+    assert "Saving checkpoint at 20 iterations" in (tmp_path / "r" / "pretrain_simmim.log").read_text()
+    assert "supervised: iteration 20/20" in out.stdout
 
 
 def test_reproduce_analysis_requires_positive_iters(tmp_path):

@@ -7,28 +7,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from tests.conftest import TINY_SWIN, make_ckpt, run_cli
+from tests.conftest import TINY_SWIN, db_extra, db_results, make_ckpt, run_cli
 
 pytestmark = [pytest.mark.mm, pytest.mark.slow]
 
 COCO_METRICS = {f"{k}_{m}" for k in ("bbox", "segm") for m in ("AP", "AP50", "AP75")}
-
-
-def _results(db: Path) -> pd.DataFrame:
-    with sqlite3.connect(db) as conn:
-        return pd.read_sql("SELECT task, preset, metric, value FROM results", conn)
-
-
-def _extra(db: Path, task: str, preset: str) -> dict:
-    with sqlite3.connect(db) as conn:
-        (extra,) = conn.execute("SELECT extra FROM runs WHERE task = ? AND preset = ? AND status = 'ok' "
-                                "ORDER BY id DESC LIMIT 1", (task, preset)).fetchone()
-    return json.loads(extra)
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +32,14 @@ def combined(tmp_path_factory, tiny_vit_ckpt):
 
 def test_the_three_tasks_store_the_openmmlab_metrics(combined):
     _, db = combined
-    ci = _results(db).query("preset == 'ci'")
+    ci = db_results(db).query("preset == 'ci'")
     assert set(ci[ci.task == "coco_det"].metric) == COCO_METRICS
     assert set(ci[ci.task == "ade20k_seg"].metric) == {"mIoU", "aAcc", "mAcc"}
     assert set(ci[ci.task == "ade20k_m2f"].metric) == {"mIoU"}
     assert ((ci.value >= 0) & (ci.value <= 100)).all(), ci
-    extra = _extra(db, "coco_det", "ci")
+    extra = db_extra(db, "coco_det", "ci")
     assert all(v >= 0 for k, v in extra.items() if k.endswith(("APs", "APm", "APl"))), extra  # never a -1
-    assert _extra(db, "ade20k_seg", "ci")["test"] == "single-scale, whole"
+    assert db_extra(db, "ade20k_seg", "ci")["test"] == "single-scale, whole"
 
 
 def test_the_mini_data_is_learnable(combined):
@@ -61,7 +47,7 @@ def test_the_mini_data_is_learnable(combined):
     mask AP50 3.4 vs 0 (a tiny Mask R-CNN learns slowly on the CPU; the numbers show the path learns); ADE20K
     Mask2Former mIoU 86.4 vs 6.2 (20 iterations)."""
     _, db = combined
-    res = _results(db).set_index(["task", "preset", "metric"])["value"]
+    res = db_results(db).set_index(["task", "preset", "metric"])["value"]
     assert res["ade20k_seg", "ci", "mIoU"] > res["ade20k_seg", "ci+iters=1", "mIoU"] + 20, res
     assert res["ade20k_m2f", "ci", "mIoU"] > res["ade20k_m2f", "ci+iters=1", "mIoU"] + 20, res
     assert res["coco_det", "ci", "bbox_AP50"] > res["coco_det", "ci+iters=1", "bbox_AP50"] + 4, res
@@ -77,9 +63,9 @@ def test_multi_scale_flip_testing_is_its_own_row(combined):
                   "--set", "tta_ratios=[0.75,1.0,1.25]", "--work-dir", wd / "wd", "--db", db)
     assert out.returncode == 0, out.stderr[-3000:]
     label = "ci+test_aug=msflip,tta_ratios=[0.75, 1.0, 1.25]"
-    res = _results(db).set_index(["task", "preset", "metric"])["value"]
+    res = db_results(db).set_index(["task", "preset", "metric"])["value"]
     assert res["ade20k_seg", label, "mIoU"] > res["ade20k_seg", "ci+iters=1", "mIoU"] + 20, res
-    assert _extra(db, "ade20k_seg", label)["test"] == "multi-scale [0.75, 1.0, 1.25] + flip, whole"
+    assert db_extra(db, "ade20k_seg", label)["test"] == "multi-scale [0.75, 1.0, 1.25] + flip, whole"
     assert "SegTTAModel" in next((wd / "wd").rglob("ade20k_seg/*test_aug=msflip*/worker.log")).read_text()
 
 
@@ -90,7 +76,7 @@ def test_swin_under_two_process_ddp(combined, tmp_path):
                   "--set", "iters=4", "--work-dir", wd / "wd", "--db", tmp_path / "s.db")
     assert out.returncode == 0, out.stderr[-3000:]
     for task in ("coco_det", "ade20k_seg", "ade20k_m2f"):
-        assert _extra(tmp_path / "s.db", task, "ci+iters=4")["iterations"] == 4
+        assert db_extra(tmp_path / "s.db", task, "ci+iters=4")["iterations"] == 4
 
 
 def test_bad_combined_data_is_one_line(combined, tmp_path):

@@ -12,25 +12,14 @@ import os
 import sqlite3
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from benchmark import checkpoint
-from tests.conftest import TINY_SWIN, make_ckpt, run_cli
+from tests.conftest import TINY_SWIN, db_results, db_runs, make_ckpt, run_cli
 
 pytestmark = [pytest.mark.mm, pytest.mark.slow]
 
 GEOMETRIC = ["coco_pose", "crowdpose", "nyu_depth", "kitti_depth"]
-
-
-def _results(db: Path) -> pd.DataFrame:
-    with sqlite3.connect(db) as conn:
-        return pd.read_sql("SELECT task, preset, metric, value FROM results", conn)
-
-
-def _runs(db: Path) -> pd.DataFrame:
-    with sqlite3.connect(db) as conn:
-        return pd.read_sql("SELECT task, preset, status, error FROM runs", conn)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +35,7 @@ def mini_run(tmp_path_factory, tiny_vit_ckpt):
 def test_four_tasks_run_end_to_end_and_land_in_db_and_leaderboard(mini_run, tiny_vit_ckpt):
     wd, db, out = mini_run
     assert out.returncode == 0, out.stdout + out.stderr
-    res = _results(db)
+    res = db_results(db)
     from benchmark import registry
 
     for task in GEOMETRIC:
@@ -81,7 +70,7 @@ def test_swin_backbone_runs_pose_and_depth(tmp_path):
     out = run_cli("run", "--ckpt", ckpt, "--tasks", "crowdpose,kitti_depth", "--data", "mini", "--set", "iters=4",
                   "--work-dir", tmp_path / "wd", "--db", tmp_path / "r.db", timeout=900)
     assert out.returncode == 0, out.stdout + out.stderr
-    runs = _runs(tmp_path / "r.db")
+    runs = db_runs(tmp_path / "r.db")
     assert set(runs.task) == {"crowdpose", "kitti_depth"} and (runs.status == "ok").all()
     assert set(runs.preset) == {"ci+iters=4"}
 

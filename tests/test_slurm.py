@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,16 +17,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, db_runs, run_cli
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 TASKS = "fashion_mnist_probe,k12_cifar10,k12_dtd"
 FAST = {"MIMBENCH_SLURM_POLL_S": "0.5"}
-
-
-def _runs(db: Path) -> pd.DataFrame:
-    with sqlite3.connect(db) as conn:
-        return pd.read_sql("SELECT task, seed, status, error, extra FROM runs ORDER BY id", conn)
+RUNS = "task, seed, status, error, extra"
 
 
 def _start(*args) -> subprocess.Popen:
@@ -63,7 +58,7 @@ def test_a_suite_submitted_as_a_job_array_lands_in_the_db_and_leaderboard(suite_
     wd, out = suite_on_slurm
     assert out.returncode == 0, out.stdout + out.stderr
     assert "submitted 3 Slurm job(s)" in out.stderr and "RUNNING" in out.stderr
-    runs = _runs(wd / "r.db")
+    runs = db_runs(wd / "r.db", RUNS)
     assert sorted(runs.task) == sorted(TASKS.split(",")) and set(runs.status) == {"ok"}
     for extra in map(json.loads, runs.extra):
         assert "_" in extra["slurm_job_id"] and extra["slurm_node"] and extra["slurm_requeues"] == 0
@@ -87,7 +82,7 @@ def test_a_cancelled_job_is_recorded_with_its_slurm_state_and_the_suite_goes_on(
     slurm_cluster.slurm("scancel", records["k12_dtd"])
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 1, stderr
-    runs = _runs(tmp_path / "r.db").set_index("task")
+    runs = db_runs(tmp_path / "r.db", RUNS).set_index("task")
     assert runs.loc["fashion_mnist_probe", "status"] == "ok"
     assert runs.loc["k12_dtd", "status"] == "failed" and "cancelled" in runs.loc["k12_dtd", "error"]
     assert json.loads(runs.loc["k12_dtd", "extra"])["slurm_state"] == "CANCELLED"
@@ -111,7 +106,7 @@ def test_a_killed_submitter_leaves_jobs_running_and_a_rerun_attaches_without_res
     assert "Slurm job(s)" not in out.stderr and out.stderr.count("attached to Slurm job") + \
         out.stderr.count("stored from the finished Slurm job") == 2, out.stderr
     assert _records(tmp_path / "wd") == records  # nothing was submitted again
-    runs = _runs(tmp_path / "r.db")
+    runs = db_runs(tmp_path / "r.db", RUNS)
     assert sorted(runs.task) == sorted(two.split(",")) and set(runs.status) == {"ok"}
 
 
@@ -126,7 +121,7 @@ def test_collect_stores_what_jobs_finished_while_no_submitter_ran(slurm_cluster,
         assert slurm_cluster.wait_state(job_id, {"COMPLETED", "FAILED", "CANCELLED"}, timeout=240) == "COMPLETED"
     out = run_cli("collect", "--work-dir", tmp_path / "wd", "--db", tmp_path / "r.db")
     assert out.returncode == 0, out.stderr
-    runs = _runs(tmp_path / "r.db")
+    runs = db_runs(tmp_path / "r.db", RUNS)
     ok = runs[runs.status == "ok"]
     assert sorted(ok.task) == ["fashion_mnist_probe"]
     assert {json.loads(e)["slurm_job_id"] for e in ok.extra} == set(records.values())
@@ -142,7 +137,7 @@ def test_ddp_under_srun_inside_salloc(slurm_cluster, tiny_vit_ckpt, tmp_path):
     assert out.returncode == 0, out.stdout + out.stderr
     log = next((tmp_path / "wd").glob("*/k12_dtd/*/worker.log")).read_text()
     assert "MMDistributedDataParallel" in log and "world size 2" in log
-    assert set(_runs(tmp_path / "r.db").status) == {"ok"}
+    assert set(db_runs(tmp_path / "r.db", RUNS).status) == {"ok"}
 
 
 @pytest.mark.parametrize("case", ["no_slurm", "unknown_partition", "option_without_submitit", "bad_conf", "refused"])
@@ -187,7 +182,7 @@ def test_a_preempted_job_is_requeued_resumes_from_its_checkpoint_and_counts_the_
     slurm_cluster.slurm("scancel", "--signal", "USR2", job_id)
     stdout, stderr = proc.communicate(timeout=480)
     assert proc.returncode == 0, stderr
-    runs = _runs(tmp_path / "r.db")
+    runs = db_runs(tmp_path / "r.db", RUNS)
     assert list(runs.status) == ["ok"] and json.loads(runs.extra[0])["slurm_requeues"] == 1, stderr
     log = next((tmp_path / "wd").rglob("k12_dtd/*/worker.log")).read_text()
     assert log.count("in Slurm job") == 2 and "requeues: 1" in log and "resumed" in log.lower(), log[-3000:]

@@ -11,26 +11,11 @@ import sqlite3
 import zipfile
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from tests.conftest import TINY_SWIN, make_ckpt, run_cli
+from tests.conftest import TINY_SWIN, db_extra, db_results, make_ckpt, run_cli
 
 pytestmark = [pytest.mark.mm, pytest.mark.slow]
-
-
-def _results(db: Path) -> pd.DataFrame:
-    with sqlite3.connect(db) as conn:
-        return pd.read_sql("SELECT task, preset, metric, value FROM results", conn)
-
-
-def _extra(db: Path, task: str, preset: str = "ci") -> dict:
-    import json
-
-    with sqlite3.connect(db) as conn:
-        (extra,) = conn.execute("SELECT extra FROM runs WHERE task = ? AND preset = ? AND status = 'ok' "
-                                "ORDER BY id DESC LIMIT 1", (task, preset)).fetchone()
-    return json.loads(extra)
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +33,13 @@ def tracked(tmp_path_factory, tiny_vit_ckpt):
 
 def test_both_tasks_store_their_metrics_speed_and_result_files(tracked):
     wd, db, _ = tracked
-    res = _results(db)
+    res = db_results(db)
     ci = res[res.preset == "ci"].set_index(["task", "metric"])["value"]
     assert set(ci.index) == {("got10k", m) for m in ("AO", "SR50", "SR75")} | {
         ("lasot", m) for m in ("success_auc", "precision", "norm_precision")}
     assert ((ci >= 0) & (ci <= 100)).all(), ci
     for task, scored in (("got10k", "val_sequences"), ("lasot", "test_sequences")):
-        extra = _extra(db, task)
+        extra = db_extra(db, task)
         assert extra["design"] == "one-stream" and extra["fps"] > 0 and extra[scored] > 0, extra
         assert extra["train_sources"] and extra["eval_frames"] > 0
     run_dir = next((wd / "wd").rglob("got10k/ci-subset0-seed0"))
@@ -78,7 +63,7 @@ def test_the_mini_data_is_learnable(tracked):
     sequences hold full occlusions and exits, which a one-pass tracker without re-detection rarely survives, and
     LaSOT counts those frames as failures)."""
     _, db, _ = tracked
-    res = _results(db).set_index(["task", "preset", "metric"])["value"]
+    res = db_results(db).set_index(["task", "preset", "metric"])["value"]
     assert res["got10k", "ci", "AO"] > res["got10k", "ci+iters=1", "AO"] + 10, res
     assert res["got10k", "ci", "SR50"] > res["got10k", "ci+iters=1", "SR50"] + 10, res
     assert res["lasot", "ci", "success_auc"] > res["lasot", "ci+iters=1", "success_auc"] + 2, res
@@ -93,9 +78,9 @@ def test_swin_gets_the_two_stream_tracker_under_ddp(tracked, tmp_path):
                   "iters=6", "--work-dir", wd / "wd", "--db", tmp_path / "s.db")
     assert out.returncode == 0, out.stderr[-3000:]
     for task in ("got10k", "lasot"):
-        extra = _extra(tmp_path / "s.db", task, "ci+iters=6")
+        extra = db_extra(tmp_path / "s.db", task, "ci+iters=6")
         assert extra["design"] == "two-stream" and extra["total_batch"] == 16, extra
-        assert extra["eval_frames"] == _extra(db, task)["eval_frames"]  # every sequence once, gathered
+        assert extra["eval_frames"] == db_extra(db, task)["eval_frames"]  # every sequence once, gathered
 
 
 def test_two_process_ddp_splits_the_sequences_and_gathers_them(tracked, tmp_path):
@@ -103,8 +88,8 @@ def test_two_process_ddp_splits_the_sequences_and_gathers_them(tracked, tmp_path
     out = run_cli("run", "--ckpt", _ckpt_of(db), "--tasks", "got10k", "--data", "mini", "--nproc", "2", "--set",
                   "iters=4", "--work-dir", wd / "wd", "--db", tmp_path / "d.db")
     assert out.returncode == 0, out.stderr[-3000:]
-    extra = _extra(tmp_path / "d.db", "got10k", "ci+iters=4")
-    single = _extra(db, "got10k")
+    extra = db_extra(tmp_path / "d.db", "got10k", "ci+iters=4")
+    single = db_extra(db, "got10k")
     assert extra["total_batch"] == 16 and extra["eval_frames"] == single["eval_frames"]  # every val frame once
 
 
@@ -135,7 +120,7 @@ def test_score_tracking_rescores_both_layouts_to_the_stored_numbers(tracked, tmp
     import json
 
     wd, db, _ = tracked
-    res = _results(db)
+    res = db_results(db)
     stored = res[res.preset == "ci"].set_index(["task", "metric"])["value"]
     mini = wd / "wd" / "mini_data"
     run_dir = next((wd / "wd").rglob("got10k/ci-subset0-seed0"))

@@ -28,3 +28,15 @@ class NanTask(_NoData):
 class KilledTask(_NoData):
     def run(self):
         os.kill(os.getpid(), 9)  # as the kernel's OOM killer would
+
+
+class SleepyTask(_NoData):
+    """Sleeps $MIMBENCH_TEST_SLEEP_S seconds (default 2): the runner's --jobs tests watch two of them overlap."""
+
+    def run(self):
+        import time
+
+        self.ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        (self.ctx.work_dir / "pid").write_text(str(os.getpid()))
+        time.sleep(float(os.environ.get("MIMBENCH_TEST_SLEEP_S", "2")))
+        return {"score": float(self.ctx.seed)}
