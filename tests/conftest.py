@@ -43,6 +43,15 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600,
                           cwd=cwd or REPO, env=env, timeout=timeout)
 
 
+def run_cli_together(*commands: list, timeout: int = 600) -> list[subprocess.CompletedProcess]:
+    """Several CLI commands at once, one thread each (the CI machine has 2 cores): independent runs that a test
+    compares, e.g. the same fine-tuning from two checkpoints."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(commands)) as pool:
+        return list(pool.map(lambda args: run_cli(*args, timeout=timeout, env={"OMP_NUM_THREADS": "1"}), commands))
+
+
 PLANNED_SPEC = """name: planned_task
 suite: semantic
 description: a task declared in the registry whose adapter is not written yet

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from benchmark import checkpoint
-from tests.conftest import TINY_SWIN, db_results, db_runs, make_ckpt, run_cli
+from tests.conftest import TINY_SWIN, db_results, db_runs, make_ckpt, run_cli, run_cli_together
 
 pytestmark = [pytest.mark.mm, pytest.mark.slow]
 
@@ -28,7 +28,7 @@ def mini_run(tmp_path_factory, tiny_vit_ckpt):
     wd = tmp_path_factory.mktemp("geo")
     db = wd / "r.db"
     out = run_cli("run", "--ckpt", tiny_vit_ckpt, "--tasks", ",".join(GEOMETRIC), "--data", "mini",
-                  "--work-dir", wd / "wd", "--db", db, timeout=1200)
+                  "--work-dir", wd / "wd", "--db", db, "--jobs", "2", timeout=1200)
     return wd, db, out
 
 
@@ -159,8 +159,8 @@ def test_pose_mini_data_is_learnable_trained_backbone_beats_random(tmp_path, tin
     sha = checkpoint.file_sha256(tiny_vit_ckpt)
     trained = wd / sha[:12] / "coco_pose" / "ci+export_backbone=True,iters=300-subset0-seed0" / "backbone_finetuned.pth"
     assert run_cli("inspect", trained).returncode == 0  # a complete canonical checkpoint (100% coverage)
-    for ckpt in (trained, tiny_vit_ckpt):
-        out = run_cli(*base, "--ckpt", ckpt, "--set", "iters=100", timeout=900)
+    for out in run_cli_together(*([*base, "--ckpt", ckpt, "--set", "iters=100"] for ckpt in (trained, tiny_vit_ckpt)),
+                                timeout=900):
         assert out.returncode == 0, out.stdout + out.stderr
     ap_trained = _metric(db, checkpoint.file_sha256(trained), "coco_pose", "ci+iters=100", "AP_gt")
     ap_random = _metric(db, sha, "coco_pose", "ci+iters=100", "AP_gt")
@@ -180,8 +180,8 @@ def test_depth_mini_data_is_learnable_trained_backbone_beats_random(tmp_path, ti
     assert out.returncode == 0, out.stdout + out.stderr
     sha = checkpoint.file_sha256(tiny_vit_ckpt)
     trained = next((wd / sha[:12] / "nyu_depth").glob("ci+export_backbone=True,*-seed0")) / "backbone_finetuned.pth"
-    for ckpt in (trained, tiny_vit_ckpt):
-        out = run_cli(*base, "--ckpt", ckpt, "--set", "iters=100", timeout=900)
+    for out in run_cli_together(*([*base, "--ckpt", ckpt, "--set", "iters=100"] for ckpt in (trained, tiny_vit_ckpt)),
+                                timeout=900):
         assert out.returncode == 0, out.stdout + out.stderr
     rmse = {name: _metric(db, checkpoint.file_sha256(c), "nyu_depth", "ci+iters=100", "rmse")
             for name, c in (("trained", trained), ("random", tiny_vit_ckpt))}

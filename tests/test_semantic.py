@@ -37,7 +37,7 @@ def suite_run(tmp_path_factory, tiny_vit_ckpt):
     """All 18 semantic rows (ci preset: the linear probe) on the tiny ViT, once for the module."""
     wd = tmp_path_factory.mktemp("sem")
     out = run_cli("run", "--ckpt", tiny_vit_ckpt, "--suite", "semantic", "--data", "mini", "--work-dir", wd / "wd",
-                  "--db", wd / "r.db", timeout=1200)
+                  "--db", wd / "r.db", "--jobs", "2", timeout=1200)  # two at a time, as on the 2-core CI
     return wd, out
 
 
@@ -102,7 +102,7 @@ def test_backbone_trained_on_mini_data_beats_random_init(tmp_path, tiny_vit_ckpt
         / "backbone_finetuned.pth"
     probes = "k12_pets,k12_flowers102"
     for ckpt in (trained, tiny_vit_ckpt):
-        out = run_cli("run", "--ckpt", ckpt, "--tasks", probes, *base, timeout=900)
+        out = run_cli("run", "--ckpt", ckpt, "--tasks", probes, "--jobs", "2", *base, timeout=900)
         assert out.returncode == 0, out.stdout + out.stderr
     res = _results(db)
     res = res[(res.preset == "ci") & (res.metric == "mean_per_class_acc")]
