@@ -370,7 +370,7 @@ def run(opts: RunOptions) -> list[Outcome]:
             for spec, seed in plan:
                 outcomes += one(spec, seed)
         else:
-            outcomes += _in_parallel(plan, opts.jobs, one)
+            outcomes += _in_parallel(_longest_first(plan, store, opts), opts.jobs, one)
     finally:
         progress.close()
     return outcomes
@@ -401,6 +401,16 @@ def _one(spec: TaskSpec, seed: int, *, opts: RunOptions, store: ResultStore, pro
         if action in ("rerun", "force"):
             _set_aside(run_dir)
         return [_attempt(spec, seed, key, run_dir, opts, store, progress, lock_fd, stop=stop, slot=slot, **meta)]
+
+
+def _longest_first(plan: list, store: ResultStore, opts: RunOptions) -> list:
+    """With --jobs: the tasks that took longest before (median over stored runs of the same preset and subset, any
+    checkpoint) start first, so that no long task runs alone at the end; tasks never timed keep their order after
+    them (the order of --tasks: list long ones first)."""
+    runs = store.runs()
+    done = runs[(runs.status == "ok") & (runs.preset == opts.preset_label) & (runs.subset == int(opts.subset))]
+    typical = done.groupby("task").wall_s.median().to_dict() if len(done) else {}
+    return sorted(plan, key=lambda item: -typical.get(item[0].name, 0.0))  # stable: ties keep their order
 
 
 def _in_parallel(plan: list, jobs: int, one) -> list[Outcome]:

@@ -72,3 +72,23 @@ def test_each_parallel_slot_gets_its_own_gpus():
 
     assert [slot_devices(k, 1, "0,1,2,3") for k in range(4)] == ["0", "1", "2", "3"]
     assert [slot_devices(k, 2, "4,5,6,7") for k in range(2)] == ["4,5", "6,7"]  # --nproc 2: two GPUs per task
+
+
+def test_with_jobs_the_tasks_that_took_longest_before_start_first():
+    import pandas as pd
+
+    from benchmark import registry
+    from benchmark.runner import RunOptions, _longest_first
+
+    class Store:  # stored runs: coco_det slow, nyu_depth quick; a failure and another preset do not count
+        def runs(self):
+            return pd.DataFrame({"task": ["nyu_depth", "coco_det", "coco_det", "nyu_depth", "lasot"],
+                                 "status": ["ok", "ok", "ok", "failed", "ok"],
+                                 "preset": ["ci", "ci", "ci", "ci", "paper"], "subset": [0] * 5,
+                                 "wall_s": [20.0, 190.0, 170.0, 999.0, 999.0]})
+
+    specs = {n: registry.get_task(n) for n in ("k12_dtd", "nyu_depth", "lasot", "coco_det")}
+    plan = [(specs[n], 0) for n in ("k12_dtd", "nyu_depth", "lasot", "coco_det")]
+    opts = RunOptions(ckpt=Path("x.pth"), tasks=list(specs.values()), jobs=2)
+    order = [spec.name for spec, _ in _longest_first(plan, Store(), opts)]
+    assert order == ["coco_det", "nyu_depth", "k12_dtd", "lasot"]  # never-timed ones keep their order, after
