@@ -4,11 +4,12 @@
 #      supervised (same images, batch, iterations and schedule; both at once, one core each), then
 #      `benchmark analyze` of the two and the paper's analysis findings checked (demo_out/mim_vs_sup/).
 #   2. The same ViT at random init, as the floor.
-#   3. The implemented tasks on generated mini data (preset ci) for each of the three checkpoints, two tasks at a
-#      time (--jobs 2): the Fashion-MNIST probe, the semantic tasks CoG L1-L5, iNat18 and five of the K12 datasets
-#      (CIFAR-10, VOC2007, DTD, Pets, Caltech-101: one per reader family and metric; DEMO_TASKS=... picks others),
-#      the geometric tasks COCO pose, CrowdPose, NYUv2 depth, KITTI depth, GOT-10k and LaSOT tracking, and the
-#      combined tasks COCO Mask R-CNN, ADE20K UperNet and ADE20K Mask2Former.
+#   3. Tasks on generated mini data (preset ci) for each of the three checkpoints, two at a time (--jobs 2): by
+#      default one or more of every suite, sized to keep the demo within ~15 minutes on 2 cores: COCO Mask R-CNN
+#      and ADE20K UperNet (combined), COCO pose, NYUv2 and KITTI depth (geometric), the Fashion-MNIST probe, CoG L1
+#      and L5, K12 CIFAR-10, DTD and Caltech-101, and iNat18 (semantic). DEMO_FULL=1 runs every implemented task
+#      (adds CrowdPose, GOT-10k, LaSOT, Mask2Former, CoG L2-L4, K12 VOC2007 and Pets: 23 minutes measured);
+#      DEMO_TASKS=a,b,... runs exactly those.
 #   4. CSV and Markdown leaderboards (with the paper's reported rows) in demo_out/, and the leaderboard site
 #      (demo_out/site/index.html: tables, charts, the MIM - supervised delta chart, the analysis figures).
 set -euo pipefail
@@ -28,10 +29,15 @@ $B reproduce-analysis --mini --iters "$ITERS" --num-images 128 --out "$OUT/mim_v
 $B init --arch vit_tiny_patch16_224 --set img_size=32 --set patch_size=4 --set depth=4 --set embed_dim=64 \
   --set num_heads=2 --seed 0 --out "$OUT/vit_tiny_random.pth"
 
-SEMANTIC=cog,k12_cifar10,k12_voc2007,k12_dtd,k12_pets,k12_caltech101,inat18
-GEOMETRIC=coco_pose,crowdpose,nyu_depth,kitti_depth,got10k,lasot
-COMBINED=coco_det,ade20k_seg,ade20k_m2f
-TASKS=${DEMO_TASKS:-fashion_mnist_probe,$SEMANTIC,$GEOMETRIC,$COMBINED}
+# Longest first (the combined tasks take minutes, a probe seconds), so neither core idles at the end.
+if [ "${DEMO_FULL:-0}" = 1 ]; then
+  DEFAULT=coco_det,ade20k_seg,ade20k_m2f,got10k,lasot,coco_pose,crowdpose,nyu_depth,kitti_depth,fashion_mnist_probe
+  DEFAULT=$DEFAULT,cog,k12_cifar10,k12_voc2007,k12_dtd,k12_pets,k12_caltech101,inat18
+else
+  DEFAULT=coco_det,ade20k_seg,coco_pose,nyu_depth,kitti_depth,fashion_mnist_probe,cog_l1,cog_l5,k12_cifar10,k12_dtd
+  DEFAULT=$DEFAULT,k12_caltech101,inat18
+fi
+TASKS=${DEMO_TASKS:-$DEFAULT}
 for ckpt in "vit_tiny_simmim:$OUT/mim_vs_sup/simmim.pth" "vit_tiny_supervised:$OUT/mim_vs_sup/supervised.pth" \
             "vit_tiny_random:$OUT/vit_tiny_random.pth"; do
   $B run --ckpt "${ckpt#*:}" --name "${ckpt%%:*}" --tasks "$TASKS" --data mini --preset ci --jobs "$JOBS" \
