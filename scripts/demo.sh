@@ -8,7 +8,8 @@
 #      default one or more of every suite, sized to keep the demo within ~15 minutes on 2 cores: COCO Mask R-CNN
 #      and ADE20K UperNet (combined), COCO pose, NYUv2 and KITTI depth (geometric), the Fashion-MNIST probe, CoG L1
 #      and L5, K12 CIFAR-10, DTD and Caltech-101, and iNat18 (semantic). DEMO_FULL=1 runs every implemented task
-#      (adds CrowdPose, GOT-10k, LaSOT, Mask2Former, CoG L2-L4, K12 VOC2007 and Pets: 23 minutes measured);
+#      (adds CrowdPose, GOT-10k, LaSOT, Mask2Former, CoG L2-L4, K12 VOC2007 and Pets: 23m26s measured, the default
+#      12m55s);
 #      DEMO_TASKS=a,b,... runs exactly those.
 #   4. CSV and Markdown leaderboards (with the paper's reported rows) in demo_out/, and the leaderboard site
 #      (demo_out/site/index.html: tables, charts, the MIM - supervised delta chart, the analysis figures).
