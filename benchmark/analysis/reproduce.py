@@ -83,23 +83,22 @@ def reproduce_mini(out: Path, iters: int = 1000, num_images: int = 128, log=prin
     out.mkdir(parents=True, exist_ok=True)
     mim, sup = out / "simmim.pth", out / "supervised.pth"
     simmim = None
+    half = max(1, (os.cpu_count() or 1) // 2)  # the two trainings run at once, each on half the cores
     if not mim.exists():
         cmd = [sys.executable, "-m", "benchmark.cli", "pretrain", "--config", "simmim_vit_tiny_fmnist",
                "--work-dir", str(out / "pretrain_simmim"), "--out", str(mim), "--cfg-options",
                f"simmim.iters={iters}", f"simmim.checkpoint_interval={max(100, iters // 2)}"]
         sim_log = out / "pretrain_simmim.log"
         log(f"SimMIM pre-training (log: {sim_log}): " + " ".join(cmd[2:]))
-        # The two trainings run at once, each on half the cores (unless OMP_NUM_THREADS says otherwise).
-        half = str(max(1, (os.cpu_count() or 1) // 2))
-        with open(sim_log, "w") as fh:
+        with open(sim_log, "w") as fh:  # OMP_NUM_THREADS, when set, wins
             simmim = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
-                                      env={"OMP_NUM_THREADS": half, **os.environ})
+                                      env={"OMP_NUM_THREADS": str(half), **os.environ})
     try:
         if not sup.exists():
             scale = BATCH / 512
             threads = torch.get_num_threads()
             if simmim is not None and "OMP_NUM_THREADS" not in os.environ:
-                torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))
+                torch.set_num_threads(half)
             try:
                 train_supervised(ARCH, ARCH_KWARGS, sup, iters=iters, batch_size=BATCH, lr=BASE_LR * scale,
                                  warmup_iters=WARMUP, min_lr=MIN_LR * scale, log=log)
