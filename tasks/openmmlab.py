@@ -35,6 +35,7 @@ The base owns, once, for every task:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -75,6 +76,17 @@ class TaskData:
     collate: str | None = None  # e.g. "default_collate" for stacked tensors; None: mmengine's pseudo_collate
     extra: dict[str, Any] = field(default_factory=dict)  # facts stored with the result
     digest: Any = None  # what identifies the data for resume (file names, sizes); the model config is added
+
+
+@dataclass(frozen=True)
+class FamilyRecipe:
+    """A task's official recipe for one backbone family: the parameter values a preset leaves ``null`` take these.
+
+    ``source`` names the official file(s) the values come from (shown by ``benchmark plan`` and docs/protocols.md).
+    """
+
+    source: str
+    values: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -121,6 +133,30 @@ class TrainedTask(TaskAdapter):
         "export_backbone": Param(False, bool, "write the fine-tuned trunk as a canonical checkpoint"),
     }
 
+    # The official recipe per backbone family ('plain' ViT, 'beit', 'swin'; a 'beit' checkpoint without its own
+    # entry takes the 'plain' one). A preset that leaves a parameter null gets the family's value at run time.
+    family_recipes: ClassVar[dict[str, FamilyRecipe]] = {}
+
+    @classmethod
+    def family_recipe(cls, arch: str) -> tuple[str, FamilyRecipe | None]:
+        """(family, its recipe or None) for a timm arch name."""
+        from benchmark.families import family
+
+        fam = family(arch)
+        recipe = cls.family_recipes.get(fam) or (cls.family_recipes.get("plain") if fam == "beit" else None)
+        return fam, recipe
+
+    @classmethod
+    def resolve_family(cls, params: dict[str, Any], arch: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """``params`` with every null value that the family's recipe sets filled in, and {name: source} of those."""
+        _, recipe = cls.family_recipe(arch)
+        out, filled = dict(params), {}
+        for key, value in (recipe.values if recipe else {}).items():
+            if out.get(key) is None:
+                out[key] = copy.deepcopy(value)
+                filled[key] = recipe.source
+        return out, filled
+
     # -- what a subclass supplies --------------------------------------------------------------------------------
     def register(self) -> None:
         """Import the modules that register this task's own types (heads, datasets, metrics)."""
@@ -143,8 +179,9 @@ class TrainedTask(TaskAdapter):
         return max(1, int(self.p["batch_size"]) // world)
 
     def training_params(self) -> dict[str, Any]:
-        """The parameters as training uses them (a subclass may fill in e.g. a family-dependent default)."""
-        return dict(self.ctx.params)
+        """The parameters as training uses them: the preset's, null values filled from the family's recipe (a
+        subclass may derive more, e.g. a length from epochs x samples)."""
+        return self.resolve_family(dict(self.ctx.params), str(self.meta["arch"]))[0]
 
     # -- helpers for subclasses ----------------------------------------------------------------------------------
     @cached_property

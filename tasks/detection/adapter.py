@@ -36,18 +36,23 @@ METRICS = {f"{kind}_{name}": f"coco/{kind}_{src}" for kind in ("bbox", "segm")
            for name, src in (("AP", "mAP"), ("AP50", "mAP_50"), ("AP75", "mAP_75"))}
 SIZE_BUCKETS = {f"{kind}_AP{s}": f"coco/{kind}_mAP_{s}" for kind in ("bbox", "segm") for s in ("s", "m", "l")}
 
+SWIN_SOURCE = "mmdet configs/swin/mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x_coco.py"
+VITDET_SOURCE = "detectron2 projects/ViTDet/configs/COCO/mask_rcnn_vitdet_b_100ep.py (mmdet projects/ViTDet)"
 # The published recipe of each backbone family; a parameter left null takes its family's value.
-FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "swin": dict(augment="multiscale", batch_size=16, weight_decay=0.05, layer_decay=1.0, epochs=36.0,
-                 milestones_epochs=[27, 33], warmup_iters=1000, test_scale=[1333, 800]),
-    "plain": dict(augment="lsj", batch_size=64, weight_decay=0.1, layer_decay=0.7, iters=184_375,
-                  milestones_frac=[0.889, 0.963], warmup_iters=250, test_scale=[1024, 1024]),
+FAMILY_RECIPES: dict[str, mm.FamilyRecipe] = {
+    "swin": mm.FamilyRecipe(SWIN_SOURCE, dict(
+        augment="multiscale", batch_size=16, weight_decay=0.05, layer_decay=1.0, epochs=36.0,
+        milestones_epochs=[27, 33], warmup_iters=1000, test_scale=[1333, 800])),
+    "plain": mm.FamilyRecipe(VITDET_SOURCE, dict(
+        augment="lsj", batch_size=64, weight_decay=0.1, layer_decay=0.7, iters=184_375,
+        milestones_frac=[0.889, 0.963], warmup_iters=250, test_scale=[1024, 1024])),
 }
 
 
 class COCODet(mm.TrainedTask):
     scope = "mmdet"
     train_share = 0.85
+    family_recipes = FAMILY_RECIPES
     params: ClassVar[dict[str, Param]] = {
         **mm.TrainedTask.params,
         "batch_size": Param(None, int, "TOTAL batch over all processes (null: Swin 16 / ViT 64)", nullable=True),
@@ -88,13 +93,7 @@ class COCODet(mm.TrainedTask):
         make_coco_instances(out_dir, seed=seed)
 
     def training_params(self) -> dict[str, Any]:
-        from benchmark.families import family
-
-        p = dict(self.ctx.params)
-        fam = "swin" if family(str(self.meta["arch"])) == "swin" else "plain"
-        for key, value in FAMILY_DEFAULTS[fam].items():
-            if p.get(key) is None or (key == "milestones_epochs" and p.get(key) == []):
-                p[key] = value
+        p = super().training_params()
         p["milestones_epochs"] = p["milestones_epochs"] or []
         p["milestones_frac"] = p["milestones_frac"] or []
         return p

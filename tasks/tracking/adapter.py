@@ -41,17 +41,23 @@ from tasks.base import Param
 # The published recipes per design; a parameter left null in the preset takes its design's value here.
 # one-stream: OSTrack-256's GOT-10k-only config; two-stream: SwinTrack-T's (see docs/protocols.md for what is
 # unverified).
-DESIGN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "one-stream": dict(template_size=128, search_size=256, lr=4e-4, epochs=100.0, samples_per_epoch=60_000,
-                       milestones_frac=[0.8], clip_grad=0.1),
-    "two-stream": dict(template_size=112, search_size=224, lr=5e-4, epochs=300.0, samples_per_epoch=131_072,
-                       milestones_frac=[0.7], clip_grad=None),
+OSTRACK_SOURCE = "OSTrack experiments/ostrack/vitb_256_mae_ce_32x4_got10k_ep100.yaml"
+SWINTRACK_SOURCE = "SwinTrack config/SwinTrack/Tiny/config.yaml"
+DESIGN_RECIPES: dict[str, mm.FamilyRecipe] = {
+    "one-stream": mm.FamilyRecipe(OSTRACK_SOURCE, dict(
+        template_size=128, search_size=256, lr=4e-4, epochs=100.0, samples_per_epoch=60_000, milestones_frac=[0.8],
+        clip_grad=0.1)),
+    "two-stream": mm.FamilyRecipe(SWINTRACK_SOURCE, dict(
+        template_size=112, search_size=224, lr=5e-4, epochs=300.0, samples_per_epoch=131_072, milestones_frac=[0.7],
+        clip_grad=None)),
 }
+DESIGN_DEFAULTS = {design: recipe.values for design, recipe in DESIGN_RECIPES.items()}  # bench_tracking reads these
 
 
 class _TrackingTask(mm.TrainedTask):
     scope = "mmengine"
     train_share = 0.8
+    family_recipes = {"plain": DESIGN_RECIPES["one-stream"], "swin": DESIGN_RECIPES["two-stream"]}
     params: ClassVar[dict[str, Param]] = {
         **mm.TrainedTask.params,
         "batch_size": Param(128, int, "TOTAL batch of pairs over all processes (lr is for this batch)"),
@@ -93,11 +99,8 @@ class _TrackingTask(mm.TrainedTask):
     def training_params(self) -> dict[str, Any]:
         from benchmark.families import family
 
-        p = dict(self.ctx.params)
+        p = super().training_params()
         design = "two-stream" if family(str(self.meta["arch"])) == "swin" else "one-stream"
-        for key, value in DESIGN_DEFAULTS[design].items():
-            if p.get(key) is None:
-                p[key] = value
         if not p["iters"]:
             p["iters"] = max(1, int(float(p["epochs"]) * int(p["samples_per_epoch"]) // int(p["batch_size"])))
         p["design"] = design
