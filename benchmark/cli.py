@@ -120,6 +120,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-partial", action="store_true",
                      help="accept a checkpoint that fills less than 100%% of the backbone (not recommended)")
 
+    pl = sub.add_parser("plan", help="the resolved recipe of each task for a checkpoint (every value with its source), "
+                                      "FLOPs and GPU-hours, and the mmengine configs, without training")
+    psel = pl.add_mutually_exclusive_group(required=True)
+    psel.add_argument("--suite", help="semantic | geometric | combined | demo | all")
+    psel.add_argument("--tasks", help="comma-separated task or group names")
+    pl.add_argument("--ckpt", required=True, type=Path, help="canonical checkpoint: its family picks the recipe")
+    pl.add_argument("--preset", default="paper", help="paper | ci | ... (default paper)")
+    pl.add_argument("--set", dest="overrides", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                    help="override a preset parameter, as for `run`")
+    pl.add_argument("--nproc", type=int, default=8, help="processes (GPUs) the run would use (default 8)")
+    pl.add_argument("--gpu", default="H100", help="GPU for the GPU-hour estimate: H100, H200, A100, V100, L40S, 4090")
+    pl.add_argument("--data-root", type=Path, help="the real datasets (sizes and FLOPs from them); default: mini "
+                                                   "data at the real image sizes, sizes from the specs")
+    pl.add_argument("--no-flops", dest="flops", action="store_false",
+                    help="skip building the model and measuring FLOPs (recipe and lengths only)")
+    pl.add_argument("--config-out", type=Path, metavar="DIR", help="write each task's mmengine config as DIR/<task>.py")
+    pl.add_argument("--json", action="store_true", help="print one JSON list instead of the tables")
+
     lb = sub.add_parser("leaderboard", help="CSV / Markdown leaderboard or a static HTML site from the results DB")
     lb.add_argument("--db", type=Path, default=Path(DEFAULT_DB))
     lb.add_argument("--suite", help="only this suite's tasks")
@@ -331,6 +349,19 @@ def _slurm_options(args):
                         poll_s=float(os.environ.get("MIMBENCH_SLURM_POLL_S", "5")))
 
 
+def cmd_plan(args) -> int:
+    from . import plan, registry
+
+    import contextlib
+
+    specs = [s for s in registry.resolve(tasks=args.tasks, suite=args.suite) if s.implemented]
+    with contextlib.redirect_stdout(sys.stderr):  # the libraries' chatter (pycocotools) stays off the plan / JSON
+        plans = plan.plan(specs, args.ckpt, args.preset, dict(args.overrides), nproc=args.nproc, gpu=args.gpu,
+                          data_root=args.data_root, flops=args.flops, config_out=args.config_out)
+    print(plan.to_json(plans) if args.json else plan.render(plans))
+    return 0
+
+
 def cmd_leaderboard(args) -> int:
     from . import leaderboard, registry
     from .reference import load_reference
@@ -479,7 +510,7 @@ def _require_db(path: Path) -> None:
 
 
 COMMANDS = {"list": cmd_list, "params": cmd_params, "run": cmd_run, "collect": cmd_collect,
-            "leaderboard": cmd_leaderboard, "check": cmd_check,
+            "leaderboard": cmd_leaderboard, "plan": cmd_plan, "check": cmd_check,
             "convert": cmd_convert, "init": cmd_init, "inspect": cmd_inspect,
             "score-keypoints": cmd_score_keypoints, "score-tracking": cmd_score_tracking,
             "convert-nyu": cmd_convert_nyu, "analyze": cmd_analyze,

@@ -188,7 +188,18 @@ class TaskAdapter:
     def make_mini(cls, spec: TaskSpec, out_dir: Path, seed: int) -> None:
         raise DataError(f"task {spec.name} has no mini data generator", "point --data-root at the real dataset")
 
+    @classmethod
+    def make_mini_full_size(cls, spec: TaskSpec, out_dir: Path, seed: int) -> None:
+        """Mini data whose images have the real dataset's sizes (``benchmark plan`` measures FLOPs on them); the
+        default: ``make_mini``, for tasks whose pipeline brings any image to the real input size anyway."""
+        cls.make_mini(spec, out_dir, seed)
+
     # -- the run ---------------------------------------------------------------------------------------------
+    def trained_task(self):
+        """The ``TrainedTask`` this run trains (``benchmark plan`` inspects it), or None for a task without
+        training (a frozen-feature probe)."""
+        return None
+
     def run(self) -> dict[str, float]:
         raise NotImplementedError
 

@@ -136,6 +136,7 @@ class TrainedTask(TaskAdapter):
     # The official recipe per backbone family ('plain' ViT, 'beit', 'swin'; a 'beit' checkpoint without its own
     # entry takes the 'plain' one). A preset that leaves a parameter null gets the family's value at run time.
     family_recipes: ClassVar[dict[str, FamilyRecipe]] = {}
+    quiet_plan = False  # `benchmark plan` reports a scaled lr itself
 
     @classmethod
     def family_recipe(cls, arch: str) -> tuple[str, FamilyRecipe | None]:
@@ -156,6 +157,9 @@ class TrainedTask(TaskAdapter):
                 out[key] = copy.deepcopy(value)
                 filled[key] = recipe.source
         return out, filled
+
+    def trained_task(self) -> TrainedTask:
+        return self
 
     # -- what a subclass supplies --------------------------------------------------------------------------------
     def register(self) -> None:
@@ -255,14 +259,15 @@ class TrainedTask(TaskAdapter):
         return dataloader(ev.dataset, int(self.p["test_batch_size"]), train=False, workers=int(self.p["workers"]),
                           collate=data.collate)
 
-    def plan(self, train_len: int) -> Plan:
-        """World size, batch, length, learning rates and warm-up of this run (the lr rule lives here)."""
-        p, world = self.p, world_size()
+    def plan(self, train_len: int, world: int | None = None) -> Plan:
+        """World size (default: this process group's), batch, length, learning rates and warm-up of this run (the lr
+        rule lives here)."""
+        p, world = self.p, world or world_size()
         per_process = self.per_process_batch(train_len, world)
         total = per_process * world
         preset_batch = int(p["batch_size"])
         factor = total / preset_batch
-        if total != preset_batch:
+        if total != preset_batch and not self.quiet_plan:
             log.warning("total batch %d instead of the preset's %d: lr and min_lr scaled by %.4g", total,
                         preset_batch, factor)
         per_epoch = max(1, train_len // total)  # drop_last=True, as the reference codebases

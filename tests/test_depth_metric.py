@@ -120,21 +120,24 @@ def test_crop_boxes(parts):
         assert parts.crop_box(crop, 47, 155) == (r0, r1, c0, c1)
 
 
-def test_kb_cropped_sample_scores_like_the_full_frame(parts):
-    """A KB-cropped GT with kb_crop metainfo is scored with the Garg crop placed on the full frame."""
+def test_kb_cropped_sample_garg_crop_placement(parts):
+    """Default (the paper's depth code, GLPDepth): the Garg crop is computed on the KB-cropped GT as evaluated;
+    crop_frame='full' places it on the full frame and shifts it by the kb_crop metainfo (BTS / AdaBins)."""
     rng = np.random.default_rng(2)
     gt, pred = make_pair(rng, (47, 155), 80.0)
     top, left, h, w = 3, 1, 44, 152
-    metric = parts.MIMDepthMetric(min_depth_eval=1e-3, max_depth_eval=80.0, crop="garg")
-    out = evaluate(metric, [sample(gt[top:top + h, left:left + w].copy(), pred[top:top + h, left:left + w].copy(),
-                                   kb_crop=(top, left, 47, 155))])
+    gt_c, pred_c = gt[top:top + h, left:left + w].copy(), pred[top:top + h, left:left + w].copy()
+    out = evaluate(parts.MIMDepthMetric(min_depth_eval=1e-3, max_depth_eval=80.0, crop="garg"),
+                   [sample(gt_c.copy(), pred_c.copy(), kb_crop=(top, left, 47, 155))])
+    mask = box_mask((h, w), *ref_crop("garg", h, w))
+    expected = ref_image(gt_c, pred_c, mask & (gt_c > 1e-3) & (gt_c < 80), 1e-3, 80.0)
+    assert out == pytest.approx({k: float(v) for k, v in expected.items()}, rel=1e-6, abs=1e-9)
+    full = evaluate(parts.MIMDepthMetric(min_depth_eval=1e-3, max_depth_eval=80.0, crop="garg", crop_frame="full"),
+                    [sample(gt_c.copy(), pred_c.copy(), kb_crop=(top, left, 47, 155))])
     mask = box_mask((47, 155), *ref_crop("garg", 47, 155))
     expected = ref_image(gt, pred, mask & (gt > 1e-3) & (gt < 80), 1e-3, 80.0)
-    assert out == pytest.approx({k: float(v) for k, v in expected.items()}, rel=1e-6, abs=1e-9)
-    # without the metainfo the crop would sit on the cropped frame: a different pixel set
-    plain = evaluate(parts.MIMDepthMetric(min_depth_eval=1e-3, max_depth_eval=80.0, crop="garg"),
-                     [sample(gt[top:top + h, left:left + w].copy(), pred[top:top + h, left:left + w].copy())])
-    assert plain["rmse"] != pytest.approx(out["rmse"], rel=1e-9)
+    assert full == pytest.approx({k: float(v) for k, v in expected.items()}, rel=1e-6, abs=1e-9)
+    assert full["rmse"] != pytest.approx(out["rmse"], rel=1e-9)  # two different pixel sets
 
 
 def test_kb_crop_mask_is_the_full_frame_mask_shifted(parts):
@@ -192,7 +195,8 @@ def test_through_mmengine_evaluator_with_segdatasamples(parts):
     s.gt_depth_map = PixelData(data=torch.from_numpy(gt)[None])
     s.pred_depth_map = PixelData(data=torch.from_numpy(pred)[None])
     init_default_scope("mmseg")  # as the Runner does; the metric is found in mmseg's registry
-    ev = Evaluator(dict(type="MIMDepthMetric", min_depth_eval=1e-3, max_depth_eval=80.0, crop="garg"))
+    ev = Evaluator(dict(type="MIMDepthMetric", min_depth_eval=1e-3, max_depth_eval=80.0, crop="garg",
+                        crop_frame="full"))
     ev.process([s])
     out = ev.evaluate(1)
     mask = parts.crop_mask("garg", (44, 152), (3, 1, 47, 155)) & (gt > 1e-3) & (gt < 80)

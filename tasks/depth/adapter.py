@@ -6,12 +6,14 @@ Protocol (the paper's depth code; docs/protocols.md):
   stride-32 stage 4, as the paper; plain ViT: the map at its patch stride); ``MIMDepthHead`` (stride-2 deconvs down
   to stride 4 — 3 for Swin, 2 for ViT-B/16 —, conv + BN + ReLU, two ×2 upsamples, conv head, ``sigmoid × max_depth``);
   SiLog loss (λ 0.5).
-* training (``TrainedTask``): random crop + horizontal flip + mmseg's ``RandomDepthMix`` (CutDepth-style); AdamW
-  (wd 0.05) with layer-wise lr decay, drop path; the ``onecycle`` schedule: lr rises linearly from ``min_lr`` to
-  ``lr`` over the first half of training and falls back with a polynomial (power 0.9) over the second half.
-* evaluation: whole image (KITTI: its KB crop) with the flip test; ``MIMDepthMetric`` — depth range and crop of
-  the dataset (NYU: Eigen crop, [1e-3, 10] m; KITTI: Garg crop, [1e-3, 80] m), errors per image, averaged over
-  images. Depth in metres.
+* training (``TrainedTask``): mmseg's ``RandomDepthMix`` (CutDepth-style) + horizontal flip + random crop, then
+  (``color_aug``) the paper's photometric augmentation ``DepthColorAug``; AdamW (wd 0.05) with layer-wise lr decay,
+  drop path; the ``onecycle`` schedule: lr rises linearly from ``min_lr`` to ``lr`` over the first half of training
+  and falls back with a polynomial (power 0.9) over the second half.
+* evaluation: the flip test on the whole image (KITTI: its KB crop) or, ``test_mode: slide``, the paper's
+  shifted-window test; ``MIMDepthMetric`` — depth range and crop of the dataset (NYU: Eigen crop, [1e-3, 10] m;
+  KITTI: Garg crop placed on the 352×1216 KB crop as the paper's code, [1e-3, 80] m), errors per image, averaged
+  over images. Depth in metres.
 
 Dataset settings (roots, crops, depth scale) come from the spec's ``dataset`` section; a generated mini dataset
 may carry ``dataset_overrides.json`` at its root (e.g. the KB crop at its 1/8 scale), merged over them.
@@ -42,7 +44,15 @@ class _DepthAdapter(mm.TrainedTask):
         "schedule": Param("onecycle", str, "lr schedule", choices=mm.SCHEDULES),
         "crop_size": Param([448, 576], list, "training crop (height, width) in pixels"),
         "depth_mix": Param(0.25, float, "probability of mmseg's RandomDepthMix (CutDepth-style) per sample"),
+        "color_aug": Param(False, bool, "the paper's photometric augmentation (brightness / contrast, gamma, "
+                           "hue / saturation / value, each with probability 0.5; DepthColorAug)"),
         "flip_test": Param(True, bool, "average the prediction of the image and its mirror"),
+        "test_mode": Param("whole", str, "whole-image inference, or the paper's shifted-window test (slide: "
+                           "slide_windows square windows of the image height along the width, averaged)",
+                           choices=("whole", "slide")),
+        "slide_windows": Param(2, int, "number of windows of test_mode slide (the paper: NYU 2, KITTI 16)"),
+        "head_init": Param("trunc_normal", str, "init of the head's convolutions: trunc_normal (std 0.02) or paper "
+                           "(N(0, 0.001), zero bias, deconvolutions included)", choices=("trunc_normal", "paper")),
         "deconv_width": Param(32, int, "width of the head's deconvolutions"),
         "decoder_channels": Param(None, int, "width of the head's conv block (null: the head's default)",
                                   nullable=True),
@@ -88,6 +98,7 @@ class _DepthAdapter(mm.TrainedTask):
             dict(type="RandomDepthMix", prob=float(p["depth_mix"])),
             dict(type="RandomFlip", prob=0.5),
             dict(type="RandomCrop", crop_size=(crop_h, crop_w)),
+            *([dict(type="DepthColorAug", prob=0.5)] if p["color_aug"] else []),
             dict(type="PackSegInputs", meta_keys=META_KEYS)]
         test_pipeline = load + [dict(type="PackSegInputs", meta_keys=META_KEYS)]
         train_cfg, test_cfg = self._dataset("train", train_pipeline), self._dataset("test", test_pipeline)
@@ -107,6 +118,8 @@ class _DepthAdapter(mm.TrainedTask):
     def model(self) -> dict:
         from benchmark.backbone import native_level, output_channels
 
+        from .model import PAPER_INIT
+
         p, ds = self.p, self.ds
         level = native_level(self.meta)  # Swin: stride 32 as the paper's SwinV2; ViT: its patch stride
         channels = output_channels(self.meta, (level,))[0]
@@ -118,8 +131,9 @@ class _DepthAdapter(mm.TrainedTask):
             backbone=self.backbone(out_indices=(level,)),
             decode_head=dict(type="MIMDepthHead", in_channels=channels, channels=p["decoder_channels"],
                              max_depth=float(ds["max_depth"]), num_deconv_filters=filters,
-                             loss_decode=dict(type="SiLogLoss")),
-            test_cfg=dict(mode="whole", flip=bool(p["flip_test"])))
+                             loss_decode=dict(type="SiLogLoss"),
+                             init_cfg=dict(PAPER_INIT) if p["head_init"] == "paper" else None),
+            test_cfg=dict(mode=p["test_mode"], windows=int(p["slide_windows"]), flip=bool(p["flip_test"])))
 
     def metrics(self, results: dict[str, dict[str, float]]) -> dict[str, float]:
         return mm.pick(results["test"], {n: n for n in METRICS})
@@ -138,6 +152,12 @@ class NYUDepth(_DepthAdapter):
         from .mini import make_nyu
 
         make_nyu(out_dir, seed=seed)
+
+    @classmethod
+    def make_mini_full_size(cls, spec, out_dir: Path, seed: int) -> None:
+        from .mini import make_nyu
+
+        make_nyu(out_dir, seed=seed, n_train=4, n_test=2, size=(480, 640))  # NYUv2's frame
 
     def _dataset(self, split: str, pipeline: list) -> dict:
         return dict(type="NYUDataset", data_root=str(self.ctx.data_root),
@@ -159,6 +179,12 @@ class KITTIDepth(_DepthAdapter):
         from .mini import make_kitti
 
         make_kitti(out_dir, seed=seed)
+
+    @classmethod
+    def make_mini_full_size(cls, spec, out_dir: Path, seed: int) -> None:
+        from .mini import KITTI_SHAPE, make_kitti
+
+        make_kitti(out_dir, seed=seed, n_train=4, n_test=2, size=KITTI_SHAPE)  # the 375 x 1242 frame
 
     def _after_load(self) -> list[dict]:
         return [dict(type="KBCrop", crop_size=tuple(int(v) for v in self.ds["kb_crop"]))]

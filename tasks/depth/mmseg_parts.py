@@ -3,8 +3,12 @@
 - ``KITTIEigenDataset`` (mmseg DATASETS): the KITTI Eigen split from a BTS split file, data_info dicts in
   NYUDataset's format (so mmseg's ``LoadDepthAnnotation`` reads them) plus ``focal``.
 - ``KBCrop`` (mmseg TRANSFORMS): KITTI's bottom-centre crop of image and depth GT, recorded as ``kb_crop``.
+- ``DepthColorAug`` (mmseg TRANSFORMS): the paper's photometric training augmentation (albumentations'
+  RandomBrightnessContrast, RandomGamma and HueSaturationValue at their defaults, each with probability 0.5).
 - ``MIMDepthMetric`` (mmseg METRICS): the depth metrics of the paper's code, per image then averaged over images,
-  with the NYU Eigen / KITTI Garg / KITTI Eigen crops defined on the full image.
+  with the NYU Eigen / KITTI Garg / KITTI Eigen crops placed on the frame the GT is evaluated at (KITTI: the
+  352×1216 KB crop), as the paper's depth code (SwinTransformer/MIM-Depth-Estimation, utils/metrics.py), GLPDepth
+  and the BinsFormer toolbox do; ``crop_frame='full'`` places them on the full frame instead.
 
 A test pipeline that uses them (the metric needs ``kb_crop`` in the meta keys)::
 
@@ -39,6 +43,7 @@ from tasks.depth.layout import parse_split_file, under
 META_KEYS = ('img_path', 'depth_map_path', 'ori_shape', 'img_shape', 'pad_shape', 'scale_factor', 'flip',
              'flip_direction', 'category_id', 'focal', 'kb_crop')
 CROPS = (None, 'eigen_nyu', 'garg', 'eigen_kitti')
+CROP_FRAMES = ('eval', 'full')
 NYU_EIGEN = (45, 471, 41, 601, 480, 640)  # rows 45:471, cols 41:601 of a 480×640 NYU frame
 
 
@@ -88,7 +93,7 @@ class KBCrop(BaseTransform):
 
     top = H − h, left = (W − w) // 2, as BTS / AdaBins / GLPDepth do. Sets ``img_shape`` and ``ori_shape`` to the
     cropped size (mmseg's postprocess resizes predictions to ``ori_shape``, which must match the cropped GT) and
-    records ``kb_crop = (top, left, H, W)`` so the metric can place its crop on the full frame.
+    records ``kb_crop = (top, left, H, W)`` (used by the metric only with ``crop_frame='full'``).
     """
 
     def __init__(self, crop_size: Sequence[int] = (352, 1216)) -> None:
@@ -118,8 +123,54 @@ class KBCrop(BaseTransform):
         return f'{self.__class__.__name__}(crop_size={self.crop_size})'
 
 
+@TRANSFORMS.register_module()
+class DepthColorAug(BaseTransform):
+    """The photometric part of the paper's depth training pipeline (SwinTransformer/MIM-Depth-Estimation,
+    dataset/base_dataset.py: albumentations ``RandomBrightnessContrast()``, ``RandomGamma()``,
+    ``HueSaturationValue()``, default arguments), re-implemented for a uint8 BGR image with albumentations' uint8
+    formulas, each step applied with probability ``prob``:
+
+    - brightness / contrast: pixel × α + β · 255, α = 1 + U(−0.2, 0.2), β = U(−0.2, 0.2), clipped to [0, 255];
+    - gamma: 255 · (pixel / 255)^γ, γ = U(0.8, 1.2), truncated to uint8;
+    - HSV (OpenCV's 8-bit HSV, hue in 0..179): hue + U(−20, 20) modulo 180, saturation + U(−30, 30) and value +
+      U(−20, 20), both clipped to [0, 255].
+
+    The depth GT is untouched.
+    """
+
+    def __init__(self, prob: float = 0.5) -> None:
+        self.prob = float(prob)
+
+    def transform(self, results: dict) -> dict:
+        import cv2
+
+        img = results['img']
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            raise DataError(f"DepthColorAug needs a uint8 3-channel image, got {img.dtype} {img.shape}",
+                            "load images with LoadImageFromFile (uint8 BGR)")
+        levels = np.arange(256, dtype=np.float32)
+        if np.random.rand() < self.prob:
+            alpha, beta = 1.0 + np.random.uniform(-0.2, 0.2), np.random.uniform(-0.2, 0.2)
+            img = cv2.LUT(img, np.clip(levels * alpha + beta * 255, 0, 255).astype(np.uint8))
+        if np.random.rand() < self.prob:
+            gamma = np.random.uniform(80, 120) / 100
+            img = cv2.LUT(img, ((levels / 255) ** gamma * 255).astype(np.uint8))
+        if np.random.rand() < self.prob:
+            hue, sat, val = (np.random.uniform(-lim, lim) for lim in (20, 30, 20))
+            h, s, v = cv2.split(cv2.cvtColor(img, cv2.COLOR_BGR2HSV))
+            h = cv2.LUT(h, np.mod(levels + hue, 180).astype(np.uint8))
+            s = cv2.LUT(s, np.clip(levels + sat, 0, 255).astype(np.uint8))
+            v = cv2.LUT(v, np.clip(levels + val, 0, 255).astype(np.uint8))
+            img = cv2.cvtColor(cv2.merge((h, s, v)), cv2.COLOR_HSV2BGR)
+        results['img'] = np.ascontiguousarray(img)
+        return results
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}(prob={self.prob})'
+
+
 def crop_box(crop: str | None, full_h: int, full_w: int) -> tuple[int, int, int, int]:
-    """(row0, row1, col0, col1) of an evaluation crop on the full frame."""
+    """(row0, row1, col0, col1) of an evaluation crop on a ``full_h`` × ``full_w`` frame."""
     if crop is None:
         return 0, full_h, 0, full_w
     if crop == 'eigen_nyu':
@@ -138,7 +189,8 @@ def crop_box(crop: str | None, full_h: int, full_w: int) -> tuple[int, int, int,
 
 
 def crop_mask(crop: str | None, shape: tuple[int, int], kb_crop: Sequence[int] | None = None) -> np.ndarray:
-    """Boolean mask over a GT of ``shape``: the crop, defined on the full frame, shifted by a KB crop if any."""
+    """Boolean mask over a GT of ``shape``: the crop placed on that GT's own frame; with ``kb_crop = (top, left,
+    H, W)`` it is placed on the full H × W frame instead and shifted by the KB crop's offset."""
     h, w = shape
     top, left, full_h, full_w = kb_crop if kb_crop is not None else (0, 0, h, w)
     if top + h > full_h or left + w > full_w:
@@ -154,15 +206,22 @@ class MIMDepthMetric(DepthMetric):
     """Depth metrics as the paper's depth code computes them, averaged over images (not pooled over pixels).
 
     Valid pixels: min_depth_eval < gt < max_depth_eval inside ``crop`` (None, 'eigen_nyu', 'garg' or
-    'eigen_kitti'); predictions are clipped to [min_depth_eval, max_depth_eval] first (BTS / GLPDepth), which also
+    'eigen_kitti'). ``crop_frame``: 'eval' (default, the paper's depth code, GLPDepth, BinsFormer) computes the crop
+    box on the GT as evaluated, i.e. on KITTI's 352×1216 KB crop (Garg: rows 143:349, cols 43:1172); 'full' computes
+    it on the full frame and shifts it by the sample's ``kb_crop`` metainfo (BTS / AdaBins style, evaluating the
+    full-frame prediction; rows 130:348, cols 31:1184 of the KB crop for a 375×1242 frame). Predictions are
+    clipped to [min_depth_eval, max_depth_eval] first (BTS / GLPDepth), which also
     keeps log() finite. Images without a valid pixel are skipped and counted. Returns d1 d2 d3 abs_rel sq_rel rmse
     rmse_log log10 silog (silog with the 0.5 factor, errors in the GT's unit).
     """
 
     def __init__(self, min_depth_eval: float = 1e-3, max_depth_eval: float = float('inf'),
-                 crop: str | None = None, collect_device: str = 'cpu', prefix: str | None = None) -> None:
+                 crop: str | None = None, crop_frame: str = 'eval', collect_device: str = 'cpu',
+                 prefix: str | None = None) -> None:
         if crop not in CROPS:
             raise ValueError(f'MIMDepthMetric: unknown crop {crop!r}; use one of {CROPS}')
+        if crop_frame not in CROP_FRAMES:
+            raise ValueError(f'MIMDepthMetric: unknown crop_frame {crop_frame!r}; use one of {CROP_FRAMES}')
         if not 0 < min_depth_eval < max_depth_eval:
             raise ValueError(f'MIMDepthMetric: need 0 < min_depth_eval < max_depth_eval, got {min_depth_eval}, '
                              f'{max_depth_eval} (predictions are clipped to min_depth_eval before log())')
@@ -170,6 +229,7 @@ class MIMDepthMetric(DepthMetric):
         super().__init__(min_depth_eval=min_depth_eval, max_depth_eval=max_depth_eval,
                          collect_device=collect_device, prefix=prefix)
         self.crop = crop
+        self.crop_frame = crop_frame
 
     def process(self, data_batch: dict, data_samples: Sequence[dict]) -> None:
         for sample in data_samples:
@@ -183,7 +243,8 @@ class MIMDepthMetric(DepthMetric):
             raise ValueError(f"MIMDepthMetric: prediction {tuple(pred.shape)} and GT {tuple(gt.shape)} differ for "
                              f"{sample.get('img_path', '?')}; ori_shape must be the GT's size")
         mask = (gt > self.min_depth_eval) & (gt < self.max_depth_eval)
-        mask &= torch.from_numpy(crop_mask(self.crop, tuple(gt.shape), sample.get('kb_crop')))
+        kb_crop = sample.get('kb_crop') if self.crop_frame == 'full' else None
+        mask &= torch.from_numpy(crop_mask(self.crop, tuple(gt.shape), kb_crop))
         if not mask.any():
             return None
         pred = pred.clamp(self.min_depth_eval, self.max_depth_eval)

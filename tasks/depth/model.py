@@ -10,8 +10,15 @@ stride (ViT-B/16: stride 16, 2 deconvs) instead of a pooled stride-32 map. Loss:
 The head's output is at stride 1 of the backbone's padded input (a multiple of 32); it is cropped (not resized) to
 the image, so a pixel of the prediction is the same pixel of the image.
 
-``FlipDepthEstimator``: mmseg's ``DepthEstimator`` whose whole-image inference averages the prediction of the image
-and of its horizontal mirror (flip test, as the paper's depth code), controlled by ``test_cfg=dict(flip=True)``.
+``FlipDepthEstimator``: mmseg's ``DepthEstimator`` whose inference averages the prediction of the image and of its
+horizontal mirror (flip test, as the paper's depth code), controlled by ``test_cfg=dict(flip=True)``, either on the
+whole image (``mode='whole'``) or with the paper's shifted-window test (``mode='slide'``, ``windows=N``; the paper's
+``--shift_window_test --shift_size N``, test.py / train.py of SwinTransformer/MIM-Depth-Estimation): N square windows
+of the image's height h, the i-th starting at column i·⌊(W − h)/(N − 1)⌋, each predicted (with the flip test),
+summed into place and divided by how many windows cover each column (NYU 480×640: N = 2, windows at 0 and 160;
+KITTI 352×1216: N = 16, stride 57). Columns the official windows leave uncovered at the right edge (KITTI: the last
+9, outside the Garg / Eigen crops) take one extra right-aligned window's prediction instead of the official
+0 / 0 = NaN; N is capped at min(W − h, h) + 1 so those columns always lie inside that window.
 """
 
 from __future__ import annotations
@@ -23,6 +30,10 @@ from mmengine.model import BaseModule
 from mmseg.models.decode_heads.vpd_depth_head import VPDDepthHead
 from mmseg.models.segmentors import DepthEstimator
 from mmseg.registry import MODELS
+
+# the paper's depth code (models/model.py): every conv and deconv of the decoder and of the prediction layer
+# N(0, 0.001) with zero bias; BatchNorm weight 1, bias 0 (PyTorch's default)
+PAPER_INIT = dict(type="Normal", std=0.001, bias=0, layer=["Conv2d", "ConvTranspose2d"])
 
 
 class _DepthDecoder(nn.Module):
@@ -49,7 +60,8 @@ class _DepthDecoder(nn.Module):
 class MIMDepthHead(VPDDepthHead):
     """Single-level depth decoder. ``in_channels``: channels of the input map; ``num_deconv_filters``: one entry per
     stride-2 deconvolution (3 from stride 32, as the paper; 2 from a ViT-B/16's stride 16); ``channels``: decoder
-    width (the MIM depth code uses the Swin embed dim, i.e. the stage-4 width / 8)."""
+    width (the MIM depth code uses the Swin embed dim, i.e. the stage-4 width / 8). ``init_cfg`` default: truncated
+    normal (std 0.02) on the convolutions; the paper's depth code (models/model.py) uses ``PAPER_INIT``."""
 
     def __init__(self, in_channels: int, channels: int | None = None, max_depth: float = 10.0,
                  num_deconv_filters: tuple[int, ...] = (32, 32, 32), loss_decode: dict | None = None,
@@ -85,9 +97,16 @@ class MIMDepthHead(VPDDepthHead):
 
 @MODELS.register_module()
 class FlipDepthEstimator(DepthEstimator):
-    """DepthEstimator with the flip test; predictions are cropped to the input instead of resized."""
+    """DepthEstimator with the flip test and the paper's shifted-window test; predictions are cropped to the input
+    instead of resized. ``test_cfg``: ``flip`` (bool), ``mode`` ('whole' | 'slide'), ``windows`` (slide: N)."""
 
     def encode_decode(self, inputs, batch_img_metas):
+        if self.test_cfg.get("mode", "whole") == "slide":
+            return self._shifted_windows(inputs, int(self.test_cfg.get("windows", 2)))
+        return self._predict(inputs)
+
+    def _predict(self, inputs):
+        """Depth of a batch at its own size; with the flip test, the mean with the mirrored batch's prediction."""
         h, w = inputs.shape[-2:]
         depth = self.decode_head.forward(self.extract_feat(inputs))[..., :h, :w]
         if self.test_cfg.get("flip", False):
@@ -95,6 +114,27 @@ class FlipDepthEstimator(DepthEstimator):
             depth = (depth + flipped) / 2
         return depth
 
+    def _shifted_windows(self, inputs, windows: int):
+        """The paper's shift-window test: ``windows`` h×h crops along the width, predictions averaged per column."""
+        b, _, h, w = inputs.shape
+        windows = min(windows, w - h + 1, h + 1)  # a stride of >= 1 column; uncovered columns inside the last h
+        if windows < 2:
+            return self._predict(inputs)
+        step = (w - h) // (windows - 1)
+        starts = [i * step for i in range(windows)]
+        preds = self._predict(torch.cat([inputs[..., s:s + h] for s in starts]))  # window-major batch
+        depth = preds.new_zeros((b, preds.shape[1], h, w))
+        count = preds.new_zeros((1, 1, 1, w))
+        for i, s in enumerate(starts):
+            depth[..., s:s + h] += preds[i * b:(i + 1) * b]
+            count[..., s:s + h] += 1
+        if starts[-1] + h < w:  # (w - h) % (windows - 1) columns at the right edge: one right-aligned window
+            gap = (count == 0)[..., w - h:]
+            depth[..., w - h:] = torch.where(gap, self._predict(inputs[..., w - h:]), depth[..., w - h:])
+            count = count.clamp(min=1)
+        return depth / count
+
     def inference(self, inputs, batch_img_metas):
-        # whole-image inference only (DepthEstimator's reads test_cfg.mode, which a plain dict config lacks)
+        # DepthEstimator's own inference reads test_cfg.mode for mmseg's slide / whole; the modes here are the
+        # paper's, so everything goes through encode_decode
         return self.encode_decode(inputs, batch_img_metas)

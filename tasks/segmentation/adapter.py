@@ -4,20 +4,26 @@ Protocol (docs/protocols.md; mmseg's ``upernet`` ADE20K configs and the BEiT / M
 
 * model: mmseg ``EncoderDecoder``; backbone ``MIMBackbone`` with its four levels (strides 4/8/16/32): Swin's native
   stages; a plain ViT's shared simple feature pyramid built from its last block (ViTDet-style). The BEiT / MAE
-  reference configs instead read four intermediate blocks (3, 5, 7, 11) through a multi-level neck: the suite uses
-  one pyramid for every dense task, so a checkpoint is judged by the same features everywhere (documented as a
-  deviation). ``UPerHead`` (512 channels, pool scales 1/2/3/6, dropout 0.1) on all four levels + an auxiliary
-  ``FCNHead`` (256 channels, weight 0.4) on the stride-16 level; cross-entropy, label 0 ignored
-  (``reduce_zero_label``: the 150 classes become 0..149).
+  reference configs instead read four intermediate blocks (3, 5, 7, 11) through ``Feature2Pyramid`` (rescales
+  4 / 2 / 1 / 0.5): the suite uses one pyramid for every dense task, so a checkpoint is judged by the same features
+  everywhere (documented as a deviation). ``UPerHead`` (``channels`` by family, pool scales 1/2/3/6, dropout 0.1) on
+  all four levels + an auxiliary ``FCNHead`` (256 channels, weight 0.4) on the stride-16 level; cross-entropy,
+  label 0 ignored (``reduce_zero_label``: the 150 classes become 0..149).
 * training (``TrainedTask``): ``RandomResize`` of ``scale`` (2048, 512) at ratio 0.5–2, ``RandomCrop`` 512 with
-  ``cat_max_ratio`` 0.75, flip, ``PhotoMetricDistortion``; AdamW lr 1e-4 for batch 16, wd 0.05, layer decay 0.65
-  (MIM checkpoints, the BEiT / MAE recipe), linear warm-up 1,500 iterations then poly (power 1) to 0 at 160k
-  iterations; drop path 0.1.
+  ``cat_max_ratio`` 0.75, flip, ``PhotoMetricDistortion``; batch 16, linear warm-up 1,500 iterations (from 1e-6 ×
+  lr) then poly (power 1) to 0 at 160k iterations. By backbone family (a preset value of ``null`` takes the
+  family's):
+  - plain ViT / BEiT — mmseg's MAE UperNet recipe (the BEiT / MAE fine-tuning optimizer for MIM checkpoints): AdamW
+    lr 1e-4, wd 0.05 (none on biases and 1-D parameters, heads included), layer decay 0.65, drop path 0.1,
+    UPerHead 768 channels; sliding-window test (crop 512, stride 341 as BEiT's official config).
+  - Swin / SwinV2 — mmseg's Swin UperNet recipe: AdamW lr 6e-5, wd 0.01 (none on norms and position tables), no
+    layer decay, drop path 0.3, UPerHead 512 channels; whole-image test.
 * evaluation: single-scale ``Resize`` to ``scale`` (keep ratio), whole-image inference (``test_mode: whole``) or
-  sliding windows (``slide``: crop 512, stride 341); mmseg ``IoUMetric``: mIoU (primary), aAcc, mAcc in percent.
-  ``test_aug: msflip`` is mmseg's multi-scale + flip test (``TestTimeAug`` over ``tta_ratios`` x ``scale`` and a
-  horizontal flip, softmax averaged by ``SegTTAModel``). A ``--set test_mode=slide`` or ``--set test_aug=msflip``
-  run is stored under its own preset label, so it never mixes with single-scale whole-image rows.
+  sliding windows (``slide``: crop 512, stride ``slide_stride``, by default two thirds of the crop: 341); mmseg
+  ``IoUMetric``: mIoU (primary), aAcc, mAcc in percent. ``test_aug: msflip`` is mmseg's multi-scale + flip test
+  (``TestTimeAug`` over ``tta_ratios`` x ``scale`` and a horizontal flip, softmax averaged by ``SegTTAModel``). A
+  ``--set test_mode=...`` or ``--set test_aug=msflip`` run is stored under its own preset label, so it never mixes
+  with the preset's rows.
 """
 
 from __future__ import annotations
@@ -31,29 +37,54 @@ from tasks.base import Param
 
 NUM_CLASSES = 150
 
+MAE_SOURCE = ("mmseg configs/mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py + _base_/models/upernet_mae.py "
+              "(slide stride: unilm beit/semantic_segmentation/configs/beit/upernet/upernet_beit_base_12_512_slide_"
+              "160k_ade20k_pt.py)")
+SWIN_SOURCE = "mmseg configs/swin/swin-base-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py (+ swin-tiny)"
+# The published recipe of each backbone family; a parameter the preset leaves null takes its family's value.
+FAMILY_RECIPES: dict[str, mm.FamilyRecipe] = {
+    # mmseg's LayerDecayOptimizerConstructor: no weight decay on any bias or 1-D parameter (the heads' BN included)
+    "plain": mm.FamilyRecipe(MAE_SOURCE, dict(
+        lr=1e-4, weight_decay=0.05, layer_decay=0.65, drop_path=0.1, channels=768, test_mode="slide",
+        head_no_decay=["*.bias", "*.bn.weight"])),
+    # custom_keys 'norm' (decay_mult 0) also matches the backbone's stage-output norms
+    "swin": mm.FamilyRecipe(SWIN_SOURCE, dict(
+        lr=6e-5, weight_decay=0.01, layer_decay=1.0, drop_path=0.3, channels=512, test_mode="whole",
+        head_no_decay=["backbone.out_norms.*"])),
+}
+
 
 class ADE20KSeg(mm.TrainedTask):
     scope = "mmseg"
     train_share = 0.85
+    family_recipes = FAMILY_RECIPES
     params: ClassVar[dict[str, Param]] = {
         **mm.TrainedTask.params,
         "batch_size": Param(16, int, "TOTAL batch over all processes (lr is for this batch)"),
-        "lr": Param(1e-4, float, "peak learning rate for the total batch_size"),
+        "lr": Param(1e-4, float, "peak learning rate for the total batch_size (null: ViT 1e-4 / Swin 6e-5)",
+                    nullable=True),
         "iters": Param(160_000, int, "training iterations", nullable=True),
         "schedule": Param("poly", str, "lr schedule after the warm-up", choices=(*mm.SCHEDULES, "poly")),
         "warmup_iters": Param(1500, int, "linear warm-up length in iterations", nullable=True),
         "warmup_ratio": Param(1e-6, float, "the warm-up starts at warmup_ratio x lr"),
         "poly_power": Param(1.0, float, "power of the poly decay"),
-        "weight_decay": Param(0.05, float, "AdamW weight decay"),
-        "layer_decay": Param(0.65, float, "layer-wise lr decay rate (1: none)"),
-        "drop_path": Param(0.1, float, "stochastic depth rate of the backbone"),
+        "weight_decay": Param(0.05, float, "AdamW weight decay (null: ViT 0.05 / Swin 0.01)", nullable=True),
+        "layer_decay": Param(0.65, float, "layer-wise lr decay rate, 1: none (null: ViT 0.65 / Swin none)",
+                             nullable=True),
+        "drop_path": Param(0.1, float, "stochastic depth rate of the backbone (null: ViT 0.1 / Swin 0.3)",
+                           nullable=True),
+        "head_no_decay": Param([], list, "parameters outside the trunk without weight decay, fnmatch patterns (null: "
+                                         "ViT every bias and BN weight / Swin its stage-output norms)", nullable=True),
         "scale": Param([2048, 512], list, "RandomResize / test Resize scale (long, short side)"),
         "crop_size": Param([512, 512], list, "training crop (height, width)"),
         "cat_max_ratio": Param(0.75, float, "RandomCrop: largest share one class may take of a crop"),
-        "channels": Param(512, int, "UPerHead channels"),
+        "channels": Param(512, int, "UPerHead channels (null: ViT 768 / Swin 512)", nullable=True),
         "aux_channels": Param(256, int, "auxiliary FCNHead channels"),
         "aux_weight": Param(0.4, float, "auxiliary loss weight"),
-        "test_mode": Param("whole", str, "whole-image or sliding-window inference", choices=("whole", "slide")),
+        "test_mode": Param("whole", str, "whole-image or sliding-window inference (null: ViT slide / Swin whole)",
+                           nullable=True, choices=("whole", "slide")),
+        "slide_stride": Param(None, list, "slide: window stride (height, width); null: two thirds of the crop (341 "
+                                          "for 512, BEiT; mmseg's MAE config uses 256)", nullable=True),
         "test_aug": Param("none", str, "none (single scale) or msflip (multi-scale + flip)",
                           choices=("none", "msflip")),
         "tta_ratios": Param([0.5, 0.75, 1.0, 1.25, 1.5, 1.75], list, "msflip: the test scales as ratios of scale"),
@@ -152,7 +183,8 @@ class ADE20KSeg(mm.TrainedTask):
                     requires_grad=True)
         test_cfg: dict[str, Any] = dict(mode=p["test_mode"])
         if p["test_mode"] == "slide":
-            test_cfg.update(crop_size=crop, stride=(crop[0] * 2 // 3, crop[1] * 2 // 3))  # 512 / 341
+            stride = p["slide_stride"] or (crop[0] * 2 // 3, crop[1] * 2 // 3)  # 512 / 341
+            test_cfg.update(crop_size=crop, stride=tuple(int(v) for v in stride))
         return dict(
             type="EncoderDecoder",
             data_preprocessor=dict(type="SegDataPreProcessor", mean=mm.IMAGENET_MEAN, std=mm.IMAGENET_STD,

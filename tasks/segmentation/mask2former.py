@@ -9,8 +9,9 @@ Protocol (docs/protocols.md; mmseg's ``mask2former_swin-b-in1k-384x384-pre_8xb2-
   (weights 5 / 5), Hungarian matching on the same costs. Label 0 is ignored (``reduce_zero_label``).
 * training (``TrainedTask``): ``RandomChoiceResize`` of the short side to 0.5–2.0 × 640 (long side ≤ 2,560),
   ``RandomCrop`` 640 with ``cat_max_ratio`` 0.75, flip, ``PhotoMetricDistortion``; AdamW lr 1e-4 for batch 16, wd
-  0.05 (none on norms, biases, position tables and the query / level embeddings), backbone lr × 0.1, gradient
-  clipping at L2 norm 0.01, poly (power 0.9) to 0 over 160k iterations, no warm-up.
+  0.05 (none on norm layers, position tables and the query / level embeddings; the head's biases are decayed as in
+  mmseg's config, the trunk's are not), backbone lr × 0.1, gradient clipping at L2 norm 0.01, poly (power 0.9) to 0
+  over 160k iterations, no warm-up.
 * evaluation: ``Resize`` to (2560, 640) keeping the ratio, whole-image inference; mmseg ``IoUMetric`` mIoU.
 * AMP on CUDA in float16: mmcv's CUDA deformable-attention kernel has no bfloat16 version (on the CPU mmcv runs
   its PyTorch fallback in float32).
@@ -27,9 +28,10 @@ from .adapter import NUM_CLASSES, ADE20KSeg
 
 
 class ADE20KMask2Former(ADE20KSeg):
+    family_recipes: ClassVar[dict[str, mm.FamilyRecipe]] = {}  # one recipe (mmseg's Swin-B config) for every family
     params: ClassVar[dict[str, Param]] = {
         **{k: v for k, v in ADE20KSeg.params.items()
-           if k not in ("channels", "aux_channels", "aux_weight", "tta_ratios")},
+           if k not in ("channels", "aux_channels", "aux_weight", "tta_ratios", "slide_stride")},
         "lr": Param(1e-4, float, "peak learning rate for the total batch_size"),
         "weight_decay": Param(0.05, float, "AdamW weight decay"),
         "layer_decay": Param(1.0, float, "layer-wise lr decay rate (1: none, the reference recipe)"),
@@ -46,8 +48,11 @@ class ADE20KMask2Former(ADE20KSeg):
         "encoder_layers": Param(6, int, "deformable-attention layers of the pixel decoder"),
         "decoder_layers": Param(9, int, "masked-attention decoder layers"),
         "num_points": Param(12544, int, "mask points sampled per query for the mask losses"),
-        "head_no_decay": Param(["*query_embed*", "*query_feat*", "*level_embed*"], list,
-                               "head parameters without weight decay (fnmatch patterns)"),
+        # mmseg's custom_keys (query / level embeddings) and norm_decay_mult=0 (every norm layer: the pixel decoder's
+        # GroupNorms, the transformer layers' LayerNorms, the backbone's stage-output norms)
+        "head_no_decay": Param(["*query_embed*", "*query_feat*", "*level_embed*", "*norms.*", "*post_norm.*",
+                                "*.gn.*"], list, "parameters outside the trunk without weight decay (fnmatch "
+                                                 "patterns): the query / level embeddings and every norm layer"),
         "amp_dtype": Param("float16", str, "autocast dtype on CUDA", choices=("float16", "bfloat16")),
         "test_mode": Param("whole", str, "whole-image inference", choices=("whole",)),
         "test_aug": Param("none", str, "single-scale testing", choices=("none",)),

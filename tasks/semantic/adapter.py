@@ -101,6 +101,14 @@ class SemanticTask(TaskAdapter):
     def metric(self) -> str:
         return self.ctx.spec.primary.name
 
+    def trained_task(self):
+        if self.ctx.params["protocol"] != "finetune":
+            return None
+        from tasks.semantic.finetune import SemanticFinetune
+
+        train, test = read_splits(self.ctx.spec, self.ctx.data_root)
+        return SemanticFinetune(self.ctx, train, test, self.metric)
+
     def run(self) -> dict[str, float]:
         ctx = self.ctx
         train, test = read_splits(ctx.spec, ctx.data_root)

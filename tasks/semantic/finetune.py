@@ -1,9 +1,15 @@
 """End-to-end fine-tuning for the semantic classification tasks (K12, iNat18), on the trained-task harness.
 
-The SimMIM fine-tune recipe (docs/protocols.md): 100 epochs, 20 of linear warm-up then cosine to ``min_lr``; AdamW
-(wd 0.05) with layer-wise lr decay (0.65 ViT-B / 0.9 Swin-B), lr 2.5e-3 for the total batch 1024 (SimMIM's base lr
-1.25e-3 per 512 images), gradient clipping 5.0; drop path 0.1; RandAugment ``rand-m9-mstd0.5-inc1``, random erasing
-0.25, mixup 0.8 / cutmix 1.0 with label smoothing 0.1. Every knob is a declared parameter (``SemanticFinetune.params``).
+The SimMIM fine-tune recipe (docs/protocols.md): linear warm-up then cosine to ``min_lr``; AdamW (wd 0.05) with
+layer-wise lr decay (0.65 ViT-B / 0.9 Swin-B), lr 1.25e-3 per 512 images (SimMIM's base lr), gradient clipping 5.0;
+drop path 0.1; RandAugment ``rand-m9-mstd0.5-inc1``, random erasing 0.25, mixup 0.8 / cutmix 1.0 with label
+smoothing 0.1. Every knob is a declared parameter (``SemanticFinetune.params``).
+
+Length: ``iters`` / ``warmup_iters`` (the harness's, in optimizer steps) win over ``epochs`` / ``warmup_epochs``.
+The K12 ``paper`` preset uses Kornblith et al. 2019's step budget, the same for every dataset (20,000 steps at batch
+256; warm-up 4,000 = SimMIM's 20 %, lr 6.25e-4 = SimMIM's base lr at 256), since an epoch of a small dataset is only
+a few steps; iNat18's keeps SimMIM's ImageNet length (100 epochs, warm-up 20, batch 1024, lr 2.5e-3), which the
+defaults below are.
 
 Model: the checkpoint's timm trunk (through ``MIMBackbone``, so every backbone tensor must load and the harness's
 layer-decay constructor, weight re-loading and backbone export apply), global average pooling of the final-normed
@@ -31,13 +37,15 @@ class SemanticFinetune(mm.TrainedTask):
     """Fine-tune the checkpoint on ``train`` and score ``test``: ``{metric: value}`` (+ ``top1`` if single-label).
 
     Not a task of its own: the semantic adapter runs it for presets with ``protocol: finetune``, after applying
-    ``--subset`` to the splits. Defaults are SimMIM's ViT-B fine-tune recipe.
+    ``--subset`` to the splits. Defaults are SimMIM's ViT-B ImageNet fine-tune recipe (100 epochs at batch 1024); a
+    preset may set ``iters`` / ``warmup_iters`` instead (K12 ``paper``: 20,000 / 4,000 steps at batch 256).
     """
 
     scope = "mmengine"
     params: ClassVar[dict[str, Param]] = {
         **mm.TrainedTask.params,
-        "epochs": Param(100.0, float, "training length in epochs (ignored when iters is set)", nullable=True),
+        "epochs": Param(100.0, float, "training length in epochs (ignored when iters is set; K12 paper uses iters)",
+                        nullable=True),
         "batch_size": Param(1024, int, "TOTAL batch over all processes (lr is for this batch)"),
         "lr": Param(2.5e-3, float, "peak learning rate for the total batch_size"),
         "min_lr": Param(5e-7, float, "final lr of the cosine schedule (for the total batch_size)"),

@@ -10,10 +10,12 @@ Trackers (tasks/tracking/model.py), picked by the checkpoint's family:
 
 Training (``TrainedTask``): template / search pairs from the training sequences (tasks/tracking/crops.py:
 ``PairDataset``, OSTrack's sampler, jitter and augmentation); AdamW with the backbone's lr x ``backbone_lr_mult``
-(and layer decay if asked), drop path, gradient clipping, the ``step`` schedule (x0.1 at ``milestones_frac`` of
-the run). A run is ``epochs`` x ``samples_per_epoch`` pairs (``iters`` wins); every pair of the run is a fresh
-draw. Design-dependent parameters left ``null`` take the published value of the checkpoint's design
-(``DESIGN_DEFAULTS``).
+(and layer decay if asked), drop path, gradient clipping, a linear warm-up (``warmup_frac`` of the run), the
+``step`` schedule (x0.1 at ``milestones_frac`` of the run). A run is ``epochs`` x ``samples_per_epoch`` pairs
+(``iters`` wins); every pair of the run is a fresh draw, from a training source picked by ``dataset_weights``
+when set. Design-dependent parameters left ``null`` take the published value of the checkpoint's design
+(``DESIGN_RECIPES`` for GOT-10k, ``LASOT_RECIPES`` for LaSOT; the two-stream fusion transformer's size from
+the backbone's size, ``SWINTRACK_SIZES``).
 
 Evaluation: one-pass tracking of every sequence (tasks/tracking/parts.py), scored with the official definitions
 (tasks/tracking/metrics.py); the tracker's speed is stored as ``fps`` with the result.
@@ -34,24 +36,44 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
-from benchmark.errors import DataError
+from benchmark.errors import BenchmarkError, DataError
 from tasks import openmmlab as mm
 from tasks.base import Param
 
 # The published recipes per design; a parameter left null in the preset takes its design's value here.
-# one-stream: OSTrack-256's GOT-10k-only config; two-stream: SwinTrack-T's (see docs/protocols.md for what is
-# unverified).
+# one-stream: OSTrack-256 (ViT-B, candidate elimination not reproduced); two-stream: SwinTrack (the fusion
+# transformer's size follows the backbone's size, SWINTRACK_SIZES). GOT-10k trains on the GOT-10k-only configs,
+# LaSOT on the full-data configs (LASOT_RECIPES: only the length differs).
 OSTRACK_SOURCE = "OSTrack experiments/ostrack/vitb_256_mae_ce_32x4_got10k_ep100.yaml"
-SWINTRACK_SOURCE = "SwinTrack config/SwinTrack/Tiny/config.yaml"
+OSTRACK_LASOT_SOURCE = "OSTrack experiments/ostrack/vitb_256_mae_ce_32x4_ep300.yaml"
+SWINTRACK_SOURCE = "SwinTrack config/SwinTrack/Tiny/config.yaml + runs.yaml (Base: config/SwinTrack/Base/)"
+_ONE_STREAM = dict(
+    template_size=128, search_size=256, lr=4e-4, epochs=100.0, samples_per_epoch=60_000, milestones_frac=[0.8],
+    clip_grad=0.1, warmup_frac=0.0, drop_path=0.1, flip_prob=0.5, max_gap=200)
+_TWO_STREAM = dict(
+    template_size=112, search_size=224, lr=5e-4, epochs=300.0, samples_per_epoch=131_072, milestones_frac=[0.7],
+    clip_grad=0.1, warmup_frac=0.01, drop_path=0.2, flip_prob=0.0, max_gap=100)
 DESIGN_RECIPES: dict[str, mm.FamilyRecipe] = {
-    "one-stream": mm.FamilyRecipe(OSTRACK_SOURCE, dict(
-        template_size=128, search_size=256, lr=4e-4, epochs=100.0, samples_per_epoch=60_000, milestones_frac=[0.8],
-        clip_grad=0.1)),
-    "two-stream": mm.FamilyRecipe(SWINTRACK_SOURCE, dict(
-        template_size=112, search_size=224, lr=5e-4, epochs=300.0, samples_per_epoch=131_072, milestones_frac=[0.7],
-        clip_grad=None)),
+    "one-stream": mm.FamilyRecipe(OSTRACK_SOURCE, _ONE_STREAM),
+    "two-stream": mm.FamilyRecipe(SWINTRACK_SOURCE, _TWO_STREAM),
+}
+# LaSOT (full-data training): OSTrack 300 epochs, x0.1 at 240; SwinTrack's length is the same as for GOT-10k
+LASOT_RECIPES: dict[str, mm.FamilyRecipe] = {
+    "one-stream": mm.FamilyRecipe(OSTRACK_LASOT_SOURCE, {**_ONE_STREAM, "epochs": 300.0}),
+    "two-stream": DESIGN_RECIPES["two-stream"],
 }
 DESIGN_DEFAULTS = {design: recipe.values for design, recipe in DESIGN_RECIPES.items()}  # bench_tracking reads these
+# SwinTrack's fusion transformer per backbone size (Tiny: config/SwinTrack/Tiny/config.yaml, Base:
+# config/SwinTrack/Base/config.yaml; SwinTrack publishes no Small / Large config: Small takes Tiny's, Large Base's)
+SWINTRACK_SIZES = {"tiny": dict(fusion_dim=384, fusion_layers=4), "small": dict(fusion_dim=384, fusion_layers=4),
+                   "base": dict(fusion_dim=512, fusion_layers=8), "large": dict(fusion_dim=512, fusion_layers=8)}
+
+
+def swin_size(arch: str) -> str:
+    """'tiny' | 'small' | 'base' | 'large' from a timm Swin / SwinV2 name (e.g. swinv2_base_window8_256); names
+    without a size word count as 'base' (the suite's backbones)."""
+    name = str(arch).lower()
+    return next((size for size in ("tiny", "small", "base", "large") if f"_{size}" in name), "base")
 
 
 class _TrackingTask(mm.TrainedTask):
@@ -71,9 +93,12 @@ class _TrackingTask(mm.TrainedTask):
         "milestones_frac": Param(None, list, "step schedule: x0.1 at these fractions of the run (null: the "
                                              "design's, 0.8 / 0.7)", nullable=True),
         "weight_decay": Param(1e-4, float, "AdamW weight decay"),
-        "clip_grad": Param(None, float, "max gradient L2 norm (null: the design's, 0.1 one-stream / none "
-                                        "two-stream)", nullable=True),
-        "drop_path": Param(0.1, float, "stochastic depth rate of the backbone"),
+        "clip_grad": Param(None, float, "max gradient L2 norm (null: the design's, 0.1 for both)", nullable=True),
+        "warmup_frac": Param(None, float, "linear lr warm-up (from warmup_ratio x lr) over this fraction of the run, "
+                                          "used when warmup_iters and warmup_epochs are null (null: the design's, "
+                                          "0 one-stream / 0.01 two-stream)", nullable=True),
+        "drop_path": Param(None, float, "stochastic depth rate of the backbone (null: the design's, 0.1 "
+                                        "one-stream / 0.2 two-stream)", nullable=True),
         "backbone_lr_mult": Param(0.1, float, "the backbone's lr relative to the heads'"),
         "template_size": Param(None, int, "template crop in px (null: the design's, 128 / 112)", nullable=True),
         "search_size": Param(None, int, "search crop in px (null: the design's, 256 / 224)", nullable=True),
@@ -81,15 +106,26 @@ class _TrackingTask(mm.TrainedTask):
         "search_factor": Param(4.0, float, "search crop side / sqrt(box area)"),
         "center_jitter": Param(3.0, float, "search centre jitter (OSTrack's factor)"),
         "scale_jitter": Param(0.25, float, "search scale jitter (log-normal sigma)"),
-        "max_gap": Param(200, int, "largest frame gap between template and search frame"),
+        "max_gap": Param(None, int, "largest frame gap between template and search frame (null: the design's, "
+                                    "200 one-stream / 100 two-stream)", nullable=True),
         "min_frames": Param(20, int, "training sequences with fewer frames are skipped"),
         "gray_prob": Param(0.05, float, "probability of a grayscale pair"),
-        "flip_prob": Param(0.5, float, "probability of mirroring both crops"),
+        "flip_prob": Param(None, float, "probability of mirroring both crops (null: the design's, 0.5 one-stream "
+                                        "/ 0 two-stream)", nullable=True),
         "brightness": Param(0.2, float, "brightness jitter (x U(1-b, 1+b))"),
         "head_channels": Param(256, int, "width of the one-stream centre head"),
-        "fusion_dim": Param(384, int, "width of the two-stream fusion transformer"),
-        "fusion_layers": Param(4, int, "encoder layers of the two-stream fusion transformer"),
+        "fusion_dim": Param(None, int, "width of the two-stream fusion transformer (null: SwinTrack's for the "
+                                       "backbone's size, 384 Tiny / 512 Base and Large)", nullable=True),
+        "fusion_layers": Param(None, int, "encoder layers of the two-stream fusion transformer (null: SwinTrack's "
+                                          "for the backbone's size, 4 Tiny / 8 Base and Large)", nullable=True),
         "fusion_heads": Param(8, int, "attention heads of the fusion transformer"),
+        "fusion_drop_path": Param(0.1, float, "stochastic depth of the fusion layers (rising linearly to this rate)"),
+        "fusion_drop_path_warmup": Param(0.5, float, "fusion drop path is off for this fraction of the run, then "
+                                                     "at fusion_drop_path (SwinTrack's constant warm-up)"),
+        "dataset_weights": Param(None, list, "sampling weights of the training sources in order (LaSOT: [LaSOT "
+                                             "train, GOT-10k train]): a pair picks a source by weight, then a "
+                                             "sequence of it uniformly (null: every sequence equally likely)",
+                                 nullable=True),
         "decode_workers": Param(4, int, "processes decoding frames ahead during evaluation"),
         "export_backbone": Param(False, bool, "not available for trackers (their trunk drops the class token and "
                                               "replaces the position embedding)", choices=(False,)),
@@ -100,9 +136,26 @@ class _TrackingTask(mm.TrainedTask):
         from benchmark.families import family
 
         p = super().training_params()
-        design = "two-stream" if family(str(self.meta["arch"])) == "swin" else "one-stream"
+        arch = str(self.meta["arch"])
+        design = "two-stream" if family(arch) == "swin" else "one-stream"
+        if design == "two-stream":
+            for key, value in SWINTRACK_SIZES[swin_size(arch)].items():
+                if p[key] is None:
+                    p[key] = value
+        iters_per_epoch = int(p["samples_per_epoch"]) / int(p["batch_size"])
         if not p["iters"]:
             p["iters"] = max(1, int(float(p["epochs"]) * int(p["samples_per_epoch"]) // int(p["batch_size"])))
+        # the warm-up in the trackers' epochs (samples_per_epoch pairs; the harness's epoch would be the whole run)
+        if p["warmup_iters"] is None:
+            if p["warmup_epochs"] is not None:
+                p["warmup_iters"] = int(round(float(p["warmup_epochs"]) * iters_per_epoch))
+            elif p["warmup_frac"]:
+                p["warmup_iters"] = int(round(float(p["warmup_frac"]) * int(p["iters"])))
+        weights = p["dataset_weights"]
+        if weights is not None and (not weights or any(float(w) < 0 for w in weights)
+                                    or not sum(float(w) for w in weights) > 0):
+            raise BenchmarkError(f"dataset_weights={weights}: need non-negative weights with a positive sum",
+                                 "e.g. --set 'dataset_weights=[1,1]', or null for uniform over sequences")
         p["design"] = design
         return p
 
@@ -125,12 +178,22 @@ class _TrackingTask(mm.TrainedTask):
 
         p = self.p
         sequences, sources = self.train_sequences()
+        groups = weights = None
+        if p["dataset_weights"] is not None:
+            counts = list(sources.values())
+            if len(p["dataset_weights"]) < len(counts):
+                raise BenchmarkError(f"dataset_weights={p['dataset_weights']} has {len(p['dataset_weights'])} "
+                                     f"weights for the {len(counts)} training sources {list(sources)}",
+                                     "give one weight per source, in that order")
+            groups = [i for i, n in enumerate(counts) for _ in range(n)]
+            weights = [float(w) for w in p["dataset_weights"][:len(counts)]]  # a source not read drops out
         pairs = PairDataset(sequences, int(p["iters"]) * int(p["batch_size"]), template_size=p["template_size"],
                             search_size=p["search_size"], template_factor=p["template_factor"],
                             search_factor=p["search_factor"], center_jitter=p["center_jitter"],
                             scale_jitter=p["scale_jitter"], max_gap=p["max_gap"], min_frames=p["min_frames"],
                             gray_prob=p["gray_prob"], flip_prob=p["flip_prob"], brightness=p["brightness"],
-                            seed=self.ctx.seed)
+                            seed=self.ctx.seed, sequence_groups=groups,
+                            group_weights=weights)
         evaluations = self.evaluations()
         counted = {ev.name: len(ev.dataset) for ev in evaluations}
         return mm.TaskData(
@@ -147,8 +210,10 @@ class _TrackingTask(mm.TrainedTask):
         return dict(type="MIMTracker", checkpoint=str(self.ctx.ckpt), template_size=p["template_size"],
                     search_size=p["search_size"], template_factor=p["template_factor"],
                     search_factor=p["search_factor"], drop_path=p["drop_path"], head_channels=p["head_channels"],
-                    fusion_dim=p["fusion_dim"], fusion_layers=p["fusion_layers"], fusion_heads=p["fusion_heads"],
-                    allow_partial=self.ctx.allow_partial, decode_workers=p["decode_workers"])
+                    fusion_heads=p["fusion_heads"], fusion_drop_path=p["fusion_drop_path"],
+                    fusion_drop_path_warmup_iters=int(round(float(p["fusion_drop_path_warmup"]) * int(p["iters"]))),
+                    allow_partial=self.ctx.allow_partial, decode_workers=p["decode_workers"],
+                    **{k: p[k] for k in ("fusion_dim", "fusion_layers") if p[k] is not None})
 
     def evaluation(self, name: str, sequences: list, **metric: Any) -> mm.Evaluation:
         from .parts import SequenceDataset
@@ -200,6 +265,7 @@ class GOT10k(_TrackingTask):
 
 class LaSOT(_TrackingTask):
     scored = "test"
+    family_recipes = {"plain": LASOT_RECIPES["one-stream"], "swin": LASOT_RECIPES["two-stream"]}
     params: ClassVar[dict[str, Param]] = {
         **_TrackingTask.params,
         "with_got10k": Param(False, bool, "also train on GOT-10k train, read from <data-root>/got10k"),

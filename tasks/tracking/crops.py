@@ -12,7 +12,9 @@ trackers here take no padding mask.
 :class:`PairDataset` follows OSTrack's GOT-10k training (``TrackingSampler`` with its default ``causal`` mode,
 ``STARKProcessing``, the transforms in ``build_dataloaders``):
 
-- a sequence is drawn uniformly (OSTrack: ``random.randint`` over sequences, no length weighting); sequences
+- a sequence is drawn uniformly (OSTrack: ``random.randint`` over sequences, no length weighting), or, with
+  ``sequence_groups`` / ``group_weights``, a dataset is drawn by its weight first (OSTrack's ``DATASETS_RATIO``,
+  SwinTrack's ``sampling.weight``) and one of its sequences uniformly; sequences
   with fewer than ``min_frames`` frames or at most 4 visible frames are skipped (OSTrack's
   ``sample_seq_from_dataset``: ``len >= 20`` and ``visible.sum() > 2 * (1 + 1)``);
 - causal pair: a visible template frame, then a visible search frame *after* it, at most ``max_gap`` frames
@@ -155,7 +157,7 @@ class PairDataset(torch.utils.data.Dataset):
                  template_factor: float = 2.0, search_factor: float = 4.0, center_jitter: float = 3.0,
                  scale_jitter: float = 0.25, max_gap: int = 200, min_frames: int = 20, gray_prob: float = 0.05,
                  flip_prob: float = 0.5, brightness: float = 0.2, mean=IMAGENET_MEAN, std=IMAGENET_STD,
-                 seed: int = 0):
+                 seed: int = 0, sequence_groups: list[int] | None = None, group_weights: list[float] | None = None):
         self.length = int(length)
         self.template_size, self.search_size = int(template_size), int(search_size)
         self.template_factor, self.search_factor = float(template_factor), float(search_factor)
@@ -166,12 +168,31 @@ class PairDataset(torch.utils.data.Dataset):
         self.seed = int(seed)
         self.sequences: list[Sequence] = []
         self._visible: list[np.ndarray] = []  # visible frame indices per kept sequence
-        for seq in sequences:
+        if (sequence_groups is None) != (group_weights is None) or (
+                sequence_groups is not None and len(sequence_groups) != len(sequences)):
+            raise ValueError("sequence_groups (one group id per sequence) and group_weights go together")
+        kept_groups = []
+        for n, seq in enumerate(sequences):
             vis = np.flatnonzero(seq.visible) if len(seq.boxes) == len(seq) else np.empty(0, np.int64)
             if len(seq) >= min_frames and len(vis) >= MIN_VISIBLE:
                 self.sequences.append(seq)
                 self._visible.append(vis)
+                kept_groups.append(None if sequence_groups is None else int(sequence_groups[n]))
         self.skipped = len(sequences) - len(self.sequences)
+        # dataset-weighted sampling (OSTrack's DATASETS_RATIO, SwinTrack's sampling weights): a group (dataset) by
+        # its weight, then one of its kept sequences uniformly; groups left without sequences drop out
+        self._groups: list[np.ndarray] = []
+        self._group_p: np.ndarray | None = None
+        if group_weights is not None:
+            members = {g: np.flatnonzero(np.array(kept_groups) == g) for g in range(len(group_weights))}
+            used = [g for g in range(len(group_weights)) if len(members[g]) and float(group_weights[g]) > 0]
+            if not used:
+                raise DataError(f"no training sequence is left in a source with a positive weight "
+                                f"({list(group_weights)})", "check dataset_weights against the training sources")
+            if used:
+                self._groups = [members[g] for g in used]
+                w = np.array([float(group_weights[g]) for g in used])
+                self._group_p = w / w.sum()
         if not self.sequences:
             raise DataError(f"none of the {len(sequences)} training sequences has >= {min_frames} frames with "
                             f"ground truth for every frame and >= {MIN_VISIBLE} visible frames",
@@ -181,8 +202,13 @@ class PairDataset(torch.utils.data.Dataset):
         return self.length
 
     def sample_frames(self, rng: np.random.Generator) -> tuple[int, int, int]:
-        """(sequence index, template frame, search frame): causal, search after template within max_gap."""
-        k = int(rng.integers(len(self.sequences)))
+        """(sequence index, template frame, search frame): causal, search after template within max_gap. The
+        sequence is uniform over all kept sequences, or, with group weights, uniform within a weighted group."""
+        if self._group_p is not None:
+            members = self._groups[int(rng.choice(len(self._groups), p=self._group_p))]
+            k = int(members[rng.integers(len(members))])
+        else:
+            k = int(rng.integers(len(self.sequences)))
         vis = self._visible[k]
         gaps = np.diff(vis)
         starts = np.flatnonzero(gaps <= self.max_gap)

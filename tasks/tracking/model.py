@@ -54,7 +54,8 @@ decay finds it; everything else is head.
   attention logits, plus a learned relative-position bias over the concatenation (one entry per 2-D offset and
   stream pair); the encoder and the decoder each have their own. Drop path rises linearly from 0 to
   ``fusion_drop_path`` over the fusion layers (SwinTrack: 0.1; its warm-up schedule, drop path off for the first
-  half of training, is the training loop's business: :meth:`TwoStreamTracker.set_fusion_drop_path`).
+  half of training, is the training model's business: :meth:`TwoStreamTracker.set_fusion_drop_path`, called by
+  tasks/tracking/parts.py ``MIMTracker``).
 * Head and losses: SwinTrack's, not the centre head: it is what the two-stream tracker was published with, and
   it is cheap. Two 3-layer MLPs on the search tokens: a classification logit and a box ``(cx, cy, w, h)``
   (sigmoid, normalized to the search crop) per cell. Positive cells are those whose area the ground-truth box

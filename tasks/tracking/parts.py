@@ -101,15 +101,24 @@ class TrackerModel(BaseModel):
 
     def __init__(self, checkpoint: str, template_size: int, search_size: int, template_factor: float = 2.0,
                  search_factor: float = 4.0, drop_path: float = 0.0, head_channels: int = 256,
-                 fusion_dim: int = 384, fusion_layers: int = 4, fusion_heads: int = 8, allow_partial: bool = False,
-                 decode_workers: int = 0, data_preprocessor: dict | None = None):
+                 fusion_dim: int = 384, fusion_layers: int = 4, fusion_heads: int = 8, fusion_drop_path: float = 0.1,
+                 fusion_drop_path_warmup_iters: int = 0, allow_partial: bool = False, decode_workers: int = 0,
+                 data_preprocessor: dict | None = None):
         super().__init__(data_preprocessor=data_preprocessor)
         # named `backbone` like every task model here; its `trunk` is the checkpoint's (loaded and checked)
         self.backbone = build_tracker(checkpoint, template_size=int(template_size), search_size=int(search_size),
                                       drop_path=float(drop_path), head_channels=int(head_channels),
                                       fusion_dim=int(fusion_dim), fusion_layers=int(fusion_layers),
-                                      fusion_heads=int(fusion_heads), allow_partial=bool(allow_partial))
+                                      fusion_heads=int(fusion_heads), fusion_drop_path=float(fusion_drop_path),
+                                      allow_partial=bool(allow_partial))
         self.template_factor, self.search_factor = float(template_factor), float(search_factor)
+        # SwinTrack's drop-path warm-up: the fusion layers' drop path is off for the first
+        # ``fusion_drop_path_warmup_iters`` training steps, then at ``fusion_drop_path``; the step count is a buffer,
+        # so a resumed run continues where it stopped
+        self.fusion_drop_path = float(fusion_drop_path)
+        self.fusion_drop_path_warmup_iters = int(fusion_drop_path_warmup_iters)
+        self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
+        self._fusion_rate: float | None = None
         self.decode_workers = int(decode_workers)
 
     def init_weights(self) -> None:
@@ -118,6 +127,13 @@ class TrackerModel(BaseModel):
     def forward(self, template=None, search=None, box=None, sequence=None, mode: str = "tensor"):
         if mode == "predict":
             return [self.track(item.fields) for item in sequence]
+        if mode == "loss" and self.training and hasattr(self.backbone, "set_fusion_drop_path"):
+            warm = int(self.train_steps) < self.fusion_drop_path_warmup_iters
+            rate = 0.0 if warm else self.fusion_drop_path
+            if rate != self._fusion_rate:
+                self.backbone.set_fusion_drop_path(rate)
+                self._fusion_rate = rate
+            self.train_steps += 1
         out = self.backbone(_stacked(template), _stacked(search))
         if mode == "loss":
             return self.backbone.loss(out, _stacked(box).float())
