@@ -350,9 +350,9 @@ def _slurm_options(args):
 
 
 def cmd_plan(args) -> int:
-    from . import plan, registry
-
     import contextlib
+
+    from . import plan, registry
 
     specs = [s for s in registry.resolve(tasks=args.tasks, suite=args.suite) if s.implemented]
     with contextlib.redirect_stdout(sys.stderr):  # the libraries' chatter (pycocotools) stays off the plan / JSON
