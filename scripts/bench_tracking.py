@@ -16,7 +16,7 @@ Measurements, each tracker in its own child process (so that its memory is its o
               it is). Untimed warm-up frames first; fps = 1 / median frame time (``track`` itself reports frames / sum).
               On CUDA under bf16 autocast as ``track``; ``torch.cuda.synchronize()`` ends every frame.
   training    forward + ``loss`` (sum of the ``loss_*`` terms) + backward + gradient clipping where the design's
-              recipe clips (one-stream 0.1, two-stream none: tasks/tracking/adapter.py ``DESIGN_DEFAULTS``) +
+              recipe clips (0.1 for both designs: tasks/tracking/adapter.py ``DESIGN_DEFAULTS``) +
               ``torch.optim.AdamW`` step (the design's lr, weight decay 1e-4) on one batch of random normalized pairs
               with random boxes; drop path 0.1 (the task's default) and fusion drop path 0.1, ``train()`` mode.
               Untimed warm-up steps first; pairs/s = batch / median step time. On CUDA forward + loss under bf16
