@@ -137,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="skip building the model and measuring FLOPs (recipe and lengths only)")
     pl.add_argument("--config-out", type=Path, metavar="DIR", help="write each task's mmengine config as DIR/<task>.py")
     pl.add_argument("--json", action="store_true", help="print one JSON list instead of the tables")
+    pl.add_argument("--work-dir", type=Path, help="keep the generated mini data here for the next plan (default: a "
+                                                  "temporary folder, removed)")
 
     lb = sub.add_parser("leaderboard", help="CSV / Markdown leaderboard or a static HTML site from the results DB")
     lb.add_argument("--db", type=Path, default=Path(DEFAULT_DB))
@@ -357,7 +359,8 @@ def cmd_plan(args) -> int:
     specs = [s for s in registry.resolve(tasks=args.tasks, suite=args.suite) if s.implemented]
     with contextlib.redirect_stdout(sys.stderr):  # the libraries' chatter (pycocotools) stays off the plan / JSON
         plans = plan.plan(specs, args.ckpt, args.preset, dict(args.overrides), nproc=args.nproc, gpu=args.gpu,
-                          data_root=args.data_root, flops=args.flops, config_out=args.config_out)
+                          data_root=args.data_root, flops=args.flops, config_out=args.config_out,
+                          work_dir=args.work_dir)
     print(plan.to_json(plans) if args.json else plan.render(plans))
     return 0
 

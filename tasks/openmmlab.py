@@ -185,6 +185,8 @@ class TrainedTask(TaskAdapter):
     def training_params(self) -> dict[str, Any]:
         """The parameters as training uses them: the preset's, null values filled from the family's recipe (a
         subclass may derive more, e.g. a length from epochs x samples)."""
+        if not self.family_recipes:  # nothing to fill: no need to read the checkpoint's meta
+            return dict(self.ctx.params)
         return self.resolve_family(dict(self.ctx.params), str(self.meta["arch"]))[0]
 
     # -- helpers for subclasses ----------------------------------------------------------------------------------
@@ -323,7 +325,8 @@ def config_digest(obj: Any) -> str:
 def optim_wrapper(params: dict, plan: Plan, device: str) -> dict:
     """AdamW with layer-wise lr decay, the fine-tuning recipe of BEiT / SimMIM / ViTPose; AMP on CUDA. A task that
     declares ``backbone_lr_mult`` (the trackers, Mask2Former) scales every trunk group by it; ``head_no_decay``
-    (names outside the trunk without weight decay) and ``amp_dtype`` (the CUDA autocast type) are optional too."""
+    (names outside the trunk without weight decay), ``swin_merge_own_layer`` (Swin patch mergings count as layers)
+    and ``amp_dtype`` (the CUDA autocast type) are optional too."""
     cfg: dict[str, Any] = dict(
         type="AmpOptimWrapper" if device.startswith("cuda") else "OptimWrapper",
         optimizer=dict(type="AdamW", lr=plan.lr, betas=(0.9, 0.999), weight_decay=float(params["weight_decay"])),
@@ -332,6 +335,8 @@ def optim_wrapper(params: dict, plan: Plan, device: str) -> dict:
                            trunk_lr_mult=float(params.get("backbone_lr_mult", 1.0))))
     if params.get("head_no_decay"):
         cfg["paramwise_cfg"]["head_no_decay"] = list(params["head_no_decay"])
+    if params.get("swin_merge_own_layer"):  # the official Swin layer counting (depth; benchmark.swin_windows)
+        cfg["paramwise_cfg"]["swin_merge_own_layer"] = True
     if device.startswith("cuda"):
         import torch
 

@@ -27,17 +27,20 @@ OFFICIAL = {
     ("crowdpose", "plain"): dict(codec="msra", half_body_min_keypoints=7),
     ("crowdpose", "swin"): dict(codec="msra", half_body_min_keypoints=7, layer_decay=1.0),
     ("nyu_depth", "swin"): dict(crop_size=[480, 480], epochs=25.0, batch_size=24, lr=5e-4, min_lr=3e-5,
-                                layer_decay=0.9, drop_path=0.3, weight_decay=0.05, test_mode="slide"),
-    ("kitti_depth", "swin"): dict(crop_size=[352, 352], epochs=25.0, batch_size=24, test_mode="slide"),
+                                layer_decay=0.9, drop_path=0.3, weight_decay=0.05, test_mode="slide",
+                                swin_window=[30, 30, 30, 15], swin_merge_own_layer=True),
+    ("kitti_depth", "swin"): dict(crop_size=[352, 352], epochs=25.0, batch_size=24, test_mode="slide",
+                                  swin_window=[22, 22, 22, 11], swin_merge_own_layer=True),
     ("got10k", "plain"): dict(template_size=128, search_size=256, lr=4e-4, clip_grad=0.1, epochs=100.0),
     ("got10k", "swin"): dict(template_size=112, search_size=224, lr=5e-4, clip_grad=0.1, epochs=300.0),
     ("lasot", "plain"): dict(dataset_weights=[1, 1], epochs=300.0),
     ("coco_det", "plain"): dict(batch_size=64, lr=1e-4, weight_decay=0.1, layer_decay=0.7, iters=184_375,
-                                warmup_iters=250, drop_path=0.1, augment="lsj", head="vitdet", neck="simple"),
+                                warmup_iters=250, drop_path=0.1, augment="lsj", head="vitdet", neck="simple",
+                                attention="vitdet"),
     ("coco_det", "swin"): dict(batch_size=16, lr=1e-4, weight_decay=0.05, layer_decay=1.0, epochs=36.0,
                                milestones_epochs=[27, 33], warmup_iters=1000, drop_path=0.3,
                                augment="multiscale_crop"),
-    ("ade20k_seg", "plain"): dict(batch_size=16, iters=160_000, layer_decay=0.65),
+    ("ade20k_seg", "plain"): dict(batch_size=16, iters=160_000, layer_decay=0.65, vit_neck="feature2pyramid"),
     ("ade20k_seg", "swin"): dict(batch_size=16, iters=160_000, lr=6e-5, weight_decay=0.01, layer_decay=1.0,
                                  drop_path=0.3),
     ("ade20k_m2f", "swin"): dict(lr=1e-4, weight_decay=0.05, backbone_lr_mult=0.1, clip_grad=0.01, iters=160_000),
@@ -53,14 +56,20 @@ def ckpts(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def paper_plans(ckpts, tmp_path_factory):
+def plan_work(tmp_path_factory):
+    """One work dir for every plan of this module: the mini data are generated once."""
+    return tmp_path_factory.mktemp("plan_work")
+
+
+@pytest.fixture(scope="module")
+def paper_plans(ckpts, plan_work, tmp_path_factory):
     """`benchmark plan --preset paper --no-flops` for every trained task and both families: models and pipelines
     built, nothing run."""
     out = {}
     for fam, ckpt in ckpts.items():
         cfg = tmp_path_factory.mktemp(f"cfg_{fam}")
         r = run_cli("plan", "--tasks", ",".join(TASKS), "--ckpt", ckpt, "--preset", "paper", "--no-flops", "--json",
-                    "--config-out", cfg, timeout=900)
+                    "--config-out", cfg, "--work-dir", plan_work, timeout=900)
         assert r.returncode == 0, r.stderr[-3000:]
         out[fam] = ({p["task"]: p for p in json.loads(r.stdout)}, cfg)
     return out
@@ -89,15 +98,16 @@ def test_family_values_name_their_source(paper_plans):
     assert "ViTDet" in vit["coco_det"]["recipe"]["iters"]["origin"]
 
 
-def test_plan_measures_flops_and_cost(ckpts, tmp_path):
+def test_plan_measures_flops_and_cost(ckpts, plan_work):
     r = run_cli("plan", "--tasks", "coco_pose,nyu_depth", "--ckpt", ckpts["plain"], "--preset", "ci", "--nproc", "2",
-                "--gpu", "A100", timeout=600)
+                "--gpu", "A100", "--work-dir", plan_work, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     text = r.stdout
     assert "== coco_pose (preset ci, plain backbone)" in text and "== nyu_depth" in text
     assert "GFLOPs per training sample" in text and "GPU-hours on A100" in text
     assert "assumed 35% of peak" in text or "measured" in text
-    r = run_cli("plan", "--tasks", "coco_pose", "--ckpt", ckpts["plain"], "--preset", "ci", "--json", timeout=600)
+    r = run_cli("plan", "--tasks", "coco_pose", "--ckpt", ckpts["plain"], "--preset", "ci", "--json", "--work-dir",
+                plan_work, timeout=600)
     c = json.loads(r.stdout)[0]["compute"]
     # training = forward + backward: more than twice one evaluation forward (the flip test doubles evaluation)
     assert c["train_gflops_per_sample"] > 0 and c["eval_gflops_per_item"] > 0
