@@ -17,10 +17,13 @@ the bottom/right to a multiple of 32 (and of the patch size) and the maps are cr
   ViT / DeiT / EVA are built with timm's ``dynamic_img_size=True`` (pos-embed resampled per input size). timm's
   BEiT has no such option; here its absolute pos-embed and relative-position bias tables (per block or shared) are
   resampled per input grid (bicubic, differentiable) by :class:`_DynBeitAttention` / :class:`_DynBeitRelPosBias`.
+  Opt-in ``feature_blocks``: no pyramid; the raw maps of those blocks at the patch stride for mmseg's
+  ``Feature2Pyramid`` neck (the BEiT / MAE UperNet design, :mod:`benchmark.feature2pyramid`).
 * Swin / SwinV2: timm's native stages (``forward_intermediates``), built with ``strict_img_size=False`` (timm pads
   to window multiples and builds the shift masks per input size). Stages after the last requested one are pruned;
   the last stage uses timm's final norm, earlier requested stages get a new LayerNorm2d (as mmdet's Swin does).
-  ``out_channels`` (optional) adds a 1×1 conv + LN projection per stage.
+  ``out_channels`` (optional) adds a 1×1 conv + LN projection per stage. Opt-in ``window_size`` / ``img_size``:
+  SwinV2 fine-tuned with other windows than pre-training (the paper's depth code; :mod:`benchmark.swin_windows`).
 
 Layer-wise lr decay lives in :mod:`benchmark.layer_decay`; this module imports it, so importing
 ``benchmark.backbone`` (to register MIMBackbone) also registers ``MIMLayerDecayOptimWrapperConstructor``.
@@ -157,7 +160,23 @@ class MIMBackbone(BaseModule, TrunkHolder):
             norm / projection layers stay trainable.
         out_channels: channels of every output. Plain ViTs: of the simple pyramid (default: embed_dim). Swin: when
             given, a 1×1 conv + LayerNorm2d projects each stage to it (default: the native stage widths).
+        feature_blocks: plain ViTs only (BenchmarkError for Swin): instead of the simple pyramid, return the raw
+            outputs (no final norm, prefix tokens dropped, NCHW at the patch stride, embed_dim channels) of these
+            0-based blocks, in this order, for a multi-level neck (mmseg's ``Feature2Pyramid``, as the BEiT / MAE
+            UperNet configs; :mod:`benchmark.feature2pyramid`). ``out_indices`` and ``out_channels`` are then unused;
+            blocks after the last one and the final norm are pruned. Default None: the simple pyramid.
         init_cfg: must stay None; the weights come from ``checkpoint``.
+        window_size: Swin only: attention window, one int or one per stage (default: the checkpoint's own). SwinV2
+            re-evaluates its continuous position bias for the new windows on the pre-training coordinate scale
+            (``pretrained_window_sizes``); Swin V1 refuses a change (:mod:`benchmark.swin_windows`).
+        img_size: Swin only: int or (h, w) whose stage feature maps clip the windows and decide the shifts (timm's
+            rule: window = min(window, map), no shift where the window covers the map); default: the checkpoint's.
+        window_attention: plain timm ViTs only (BenchmarkError otherwise, and with ``feature_blocks``): ViTDet's
+            backbone design, ``dict(window_size=14, global_blocks=None, rel_pos=True, img_size=1024)`` (None:
+            the last block of each depth quarter; ``img_size`` sizes the global blocks' rel-pos tables): window
+            attention outside the global blocks, new zero-initialised decomposed rel-pos tables (added after the
+            checkpoint is loaded; not counted in ``coverage``), no class token (:mod:`benchmark.vitdet_attention`).
+            Default None: timm's global attention in every block, with the class token.
 
     Attributes: ``trunk`` (the timm model), ``family`` ('plain' | 'beit' | 'swin'), ``out_channels`` (list, one per
     output), ``strides`` (list), ``embed_dim``, ``patch_size``, ``meta`` (checkpoint meta), ``coverage``.
@@ -165,7 +184,9 @@ class MIMBackbone(BaseModule, TrunkHolder):
 
     def __init__(self, checkpoint: str, out_indices: Sequence[int] = (0, 1, 2, 3), allow_partial: bool = False,
                  drop_path_rate: float = 0.0, frozen: bool = False, out_channels: int | None = None,
-                 init_cfg: Any = None):
+                 feature_blocks: Sequence[int] | None = None, init_cfg: Any = None,
+                 window_size: int | Sequence[int] | None = None, img_size: int | Sequence[int] | None = None,
+                 window_attention: dict | None = None):
         if init_cfg is not None:
             raise BenchmarkError("MIMBackbone takes its weights from `checkpoint`, not from init_cfg",
                                  "remove init_cfg from the backbone config")
@@ -181,13 +202,30 @@ class MIMBackbone(BaseModule, TrunkHolder):
 
         meta = load_canonical(self.checkpoint).meta
         self.family = family(str(meta.get("arch")))
+        self.feature_blocks = None if feature_blocks is None else tuple(int(b) for b in feature_blocks)
+        if self.feature_blocks is not None and self.family == "swin":
+            raise BenchmarkError("feature_blocks (intermediate-block features) needs a plain ViT, not Swin",
+                                 "leave feature_blocks unset for Swin: its four stages are the levels")
+        self.window_attention = None if window_attention is None else dict(window_attention)
+        if self.window_attention is not None and (self.family != "plain" or self.feature_blocks is not None):
+            raise BenchmarkError(f"window_attention (ViTDet) needs a plain ViT with the simple pyramid, not "
+                                 f"{self.family}{' with feature_blocks' if self.feature_blocks is not None else ''}",
+                                 "use global attention (attention=global) for this backbone")
         overrides: dict[str, Any] = {"drop_path_rate": float(drop_path_rate)}
         if self.family == "plain":
             overrides["dynamic_img_size"] = True
         elif self.family == "swin":
             overrides["strict_img_size"] = False
+        geometry: dict[str, Any] = {}
+        if window_size is not None or img_size is not None:
+            from .swin_windows import swin_window_overrides  # BenchmarkError for non-Swin / a Swin V1 window change
+
+            geometry = swin_window_overrides(meta, window_size, img_size)
+            overrides.update(geometry)
         trunk = load_backbone(self.checkpoint, allow_partial=self.allow_partial, **overrides)
         self.meta = trunk.mim_meta
+        if geometry:  # the trunk's geometry, so that an exported fine-tuned trunk is rebuilt with it
+            self.meta = {**self.meta, "kwargs": {**self.meta.get("kwargs", {}), **geometry}}
         self.coverage = trunk.coverage
 
         if self.family == "swin":
@@ -200,7 +238,14 @@ class MIMBackbone(BaseModule, TrunkHolder):
     # -- construction ----------------------------------------------------------------------------------------
     def _init_plain(self, trunk: nn.Module, out_channels: int | None) -> None:
         depth = len(trunk.blocks)
-        trunk.prune_intermediate_layers(indices=[depth - 1], prune_norm=False, prune_head=True)
+        blocks = self.feature_blocks
+        if blocks is not None:
+            from .feature2pyramid import check_feature_blocks
+
+            blocks = self.feature_blocks = check_feature_blocks(blocks, depth)
+        # with feature_blocks the final norm is unused (mmseg's final_norm=False): pruned, so DDP sees no idle weights
+        trunk.prune_intermediate_layers(indices=[depth - 1 if blocks is None else max(blocks)],
+                                        prune_norm=blocks is not None, prune_head=True)
         if self.family == "beit":
             attn_cls, bias_cls = _DynBeitAttention, _DynBeitRelPosBias
             trunk.patch_embed.strict_img_size = False
@@ -209,12 +254,24 @@ class MIMBackbone(BaseModule, TrunkHolder):
                     blk.attn.__class__ = attn_cls
             if trunk.rel_pos_bias is not None:
                 trunk.rel_pos_bias.__class__ = bias_cls
+        if self.window_attention is not None:  # ViTDet: its new rel-pos tables come after the weights were loaded
+            from .vitdet_attention import apply_window_attention, grid_of, normalise_config
+
+            wa = self.window_attention = normalise_config(self.window_attention, depth)
+            apply_window_attention(trunk, wa["window_size"], wa["global_blocks"], wa["rel_pos"],
+                                   grid_of(wa["img_size"], int(trunk.patch_embed.patch_size[0])))
         self.trunk = trunk
         self.embed_dim = int(trunk.embed_dim)
         self.patch_size = int(trunk.patch_embed.patch_size[0])
         if tuple(trunk.patch_embed.patch_size) != (self.patch_size, self.patch_size):
             raise CheckpointError(f"non-square patch size {tuple(trunk.patch_embed.patch_size)}",
                                   "use a backbone with square patches")
+        if blocks is not None:  # raw block maps at the patch stride for a neck outside the backbone
+            self.strides = [self.patch_size] * len(blocks)
+            self.pyramid = None
+            self.out_channels = [self.embed_dim] * len(blocks)
+            self._pad_multiple = self.patch_size
+            return
         out_ch = int(out_channels) if out_channels is not None else self.embed_dim
         self.strides = [PYRAMID_STRIDES[i] for i in self.out_indices]
         self.pyramid = nn.ModuleList([_pyramid_level(self.embed_dim, self.patch_size, s, out_ch)
@@ -263,7 +320,12 @@ class MIMBackbone(BaseModule, TrunkHolder):
         """Never re-initialise the trunk: re-copy the checkpoint into it (undoing any init_cfg a parent module
         applied with ``layer=...``); the new pyramid / norm layers keep their (PyTorch default) init."""
         ckpt = load_canonical(self.checkpoint)
-        self.coverage = load_weights(self.trunk, ckpt.state_dict, allow_partial=self.allow_partial,
+        target = self.trunk
+        if self.window_attention is not None:  # the checkpoint has no rel-pos tables: they keep their values
+            from .vitdet_attention import CheckpointView
+
+            target = CheckpointView(self.trunk)
+        self.coverage = load_weights(target, ckpt.state_dict, allow_partial=self.allow_partial,
                                      name=self.checkpoint)
         if self.frozen:
             self._freeze()
@@ -281,7 +343,15 @@ class MIMBackbone(BaseModule, TrunkHolder):
                 feats = self.trunk.forward_intermediates(x, indices=list(self.out_indices), norm=True,
                                                          output_fmt="NCHW", intermediates_only=True)
             elif self.family == "beit":
-                feats = self._beit_grid(x)
+                feats = self._beit_grid(x, self.feature_blocks)
+            elif self.feature_blocks is not None:
+                from .feature2pyramid import block_maps
+
+                feats = block_maps(self.trunk, x, self.feature_blocks)
+            elif self.window_attention is not None:
+                from .vitdet_attention import window_features
+
+                feats = window_features(self.trunk, x)
             else:
                 feats = self.trunk.forward_intermediates(x, indices=[len(self.trunk.blocks) - 1], norm=True,
                                                          output_fmt="NCHW", intermediates_only=True)[0]
@@ -289,13 +359,16 @@ class MIMBackbone(BaseModule, TrunkHolder):
             outs = [norm(f) for norm, f in zip(self.out_norms, feats)]
             if self.proj is not None:
                 outs = [p(f) for p, f in zip(self.proj, outs)]
+        elif self.feature_blocks is not None:
+            outs = list(feats)
         else:
             outs = [level(feats) for level in self.pyramid]
         return tuple(o[..., :-(-h // s), :-(-w // s)] if (pad_h or pad_w) else o
                      for o, s in zip(outs, self.strides))
 
-    def _beit_grid(self, x: torch.Tensor) -> torch.Tensor:
-        """timm Beit.forward_intermediates for any input size: last block's tokens (after ``norm``) as NCHW."""
+    def _beit_grid(self, x: torch.Tensor, blocks: Sequence[int] | None = None) -> torch.Tensor | list[torch.Tensor]:
+        """timm Beit.forward_intermediates for any input size: last block's tokens (after ``norm``) as NCHW; with
+        ``blocks``, a list of those blocks' raw tokens (no norm) as NCHW, in the order of ``blocks``."""
         m = self.trunk
         b, _, h, w = x.shape
         grid = tuple(m.patch_embed.dynamic_feat_size((h, w)))
@@ -313,11 +386,17 @@ class MIMBackbone(BaseModule, TrunkHolder):
         if m.rel_pos_bias is not None:
             m.rel_pos_bias._mim_grid = grid
         rel_pos_bias = m.rel_pos_bias() if m.rel_pos_bias is not None else None
-        for blk in m.blocks:
+        taken: dict[int, torch.Tensor] = {}
+        for i, blk in enumerate(m.blocks):
             if m.grad_checkpointing and not torch.jit.is_scripting() and torch.is_grad_enabled():
                 x = _grad_checkpoint(blk, x, shared_rel_pos_bias=rel_pos_bias, use_reentrant=False)
             else:
                 x = blk(x, shared_rel_pos_bias=rel_pos_bias)
+            if blocks is not None and i in blocks:
+                taken[i] = x
+        if blocks is not None:
+            return [taken[i][:, m.num_prefix_tokens:].reshape(b, grid[0], grid[1], -1).permute(0, 3, 1, 2).contiguous()
+                    for i in blocks]
         x = m.norm(x)[:, m.num_prefix_tokens:]
         return x.reshape(b, grid[0], grid[1], -1).permute(0, 3, 1, 2).contiguous()
 

@@ -61,14 +61,20 @@ class _NamesOnly:
         return ((n, None) for n in self._names)
 
 
-def trunk_layer_ids(trunk: nn.Module) -> tuple[dict[str, int], int]:
+def trunk_layer_ids(trunk: nn.Module, swin_merge_own_layer: bool = False) -> tuple[dict[str, int], int]:
     """(timm layer id per trunk parameter name, id of the head layer ``L + 1``).
 
     Layer ids come from timm's ``group_parameters`` with the trunk's own ``group_matcher(coarse=False)``: 0 = stem
     (patch embed, cls token, pos embed, shared rel-pos bias), 1..L = blocks (Swin: one id per block, a stage's
     downsample shares the id of its first block), the final norm shares the last block's id (timm's rule). Names
     no pattern matches (a timm classifier head) share the head id with everything outside the trunk.
+    ``swin_merge_own_layer`` (Swin only): the official Swin counting instead — each patch merging its own layer,
+    the final norm in the head layer (:func:`benchmark.swin_windows.swin_merge_layer_ids`).
     """
+    if swin_merge_own_layer:
+        from .swin_windows import swin_merge_layer_ids
+
+        return swin_merge_layer_ids(trunk)
     names = [n for n, _ in trunk.named_parameters()]
     layer_map = group_parameters(_NamesOnly(names + [_HEAD_SENTINEL]), trunk.group_matcher(coarse=False),
                                  reverse=True)
@@ -78,7 +84,8 @@ def trunk_layer_ids(trunk: nn.Module) -> tuple[dict[str, int], int]:
 
 def layer_decay_param_groups(model: nn.Module, base_lr: float, weight_decay: float,
                              layer_decay: float, trunk_lr_mult: float = 1.0,
-                             head_no_decay: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+                             head_no_decay: tuple[str, ...] = (),
+                             swin_merge_own_layer: bool = False) -> list[dict[str, Any]]:
     """Optimizer param groups with layer-wise lr decay (BEiT / MAE / SimMIM fine-tuning recipe).
 
     Trunk parameters (of every MIMBackbone in ``model``, or of ``model`` itself when it is a timm model) get the layer
@@ -89,7 +96,8 @@ def layer_decay_param_groups(model: nn.Module, base_lr: float, weight_decay: flo
     ``base_lr`` and ``weight_decay``. Each group carries ``lr``, ``lr_scale`` and ``weight_decay``.
     ``trunk_lr_mult`` scales every trunk group on top of the decay (the trackers' "backbone lr x 0.1").
     ``head_no_decay``: fnmatch patterns of parameter names outside the trunk that take no weight decay (Mask2Former's
-    query and level embeddings).
+    query and level embeddings). ``swin_merge_own_layer``: Swin patch mergings count as layers
+    (:func:`trunk_layer_ids`).
 
     timm's own ``param_groups_layer_decay`` is not called directly: run on a trunk without its classifier it puts the
     last block at scale 1 (its top layer is the last block, not the head), one decay step off this recipe. The layer
@@ -101,7 +109,7 @@ def layer_decay_param_groups(model: nn.Module, base_lr: float, weight_decay: flo
     scales: dict[int, float] = {}
     seen: set[int] = set()
     for trunk in _trunks(model):
-        layer_map, head = trunk_layer_ids(trunk)
+        layer_map, head = trunk_layer_ids(trunk, swin_merge_own_layer)
         nwd = tuple(trunk.no_weight_decay()) if hasattr(trunk, "no_weight_decay") else ()
         for name, p in trunk.named_parameters():
             if not p.requires_grad or id(p) in seen:
@@ -139,16 +147,19 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         rate = paramwise_cfg.pop("layer_decay_rate", paramwise_cfg.pop("layer_decay", None))
         mult = float(paramwise_cfg.pop("trunk_lr_mult", 1.0))
         head_no_decay = tuple(paramwise_cfg.pop("head_no_decay", ()))
+        swin_merge = bool(paramwise_cfg.pop("swin_merge_own_layer", False))
         if rate is None or not 0 < float(rate) <= 1:
             raise BenchmarkError(f"paramwise_cfg.layer_decay_rate must be in (0, 1], got {rate}",
                                  "e.g. paramwise_cfg=dict(layer_decay_rate=0.65)")
         if paramwise_cfg:
             raise BenchmarkError(f"LayerDecayOptimWrapperConstructor does not take {sorted(paramwise_cfg)}",
-                                 "paramwise_cfg takes only layer_decay_rate, trunk_lr_mult and head_no_decay")
+                                 "paramwise_cfg takes only layer_decay_rate, trunk_lr_mult, head_no_decay and "
+                                 "swin_merge_own_layer")
         super().__init__(optim_wrapper_cfg, None)
         self.layer_decay_rate = float(rate)
         self.trunk_lr_mult = mult
         self.head_no_decay = head_no_decay
+        self.swin_merge_own_layer = swin_merge
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
         optim_wrapper_cfg = self.optim_wrapper_cfg.copy()
@@ -158,7 +169,7 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             raise BenchmarkError("optimizer config has no lr", "set optim_wrapper.optimizer.lr")
         optimizer_cfg["params"] = layer_decay_param_groups(
             model, float(self.base_lr), float(self.base_wd or 0.0), self.layer_decay_rate, self.trunk_lr_mult,
-            self.head_no_decay)
+            self.head_no_decay, self.swin_merge_own_layer)
         optimizer = OPTIMIZERS.build(optimizer_cfg)
         return OPTIM_WRAPPERS.build(optim_wrapper_cfg, default_args=dict(optimizer=optimizer))
 

@@ -6,7 +6,8 @@ Per task:
 * the resolved recipe: every parameter after the preset, ``--set`` and the backbone family's official recipe
   (``TrainedTask.family_recipes``), each with its origin; then the numbers the harness derives from them for the
   real dataset size and ``--nproc`` (total / per-process batch, iterations, epochs, warm-up, the lr actually used);
-* compute: FLOPs of one training sample (forward + backward + loss) and of one evaluation item, measured with
+* compute: FLOPs of one training sample (forward + backward + loss; a batch of 2, halved) and of one evaluation
+  item, measured with
   ``torch.utils.flop_counter.FlopCounterMode`` on the real model at the preset's input size, on one sample of the
   task's own pipeline (mini data generated at full resolution unless ``--data-root`` is given); totals over the
   run for the real dataset size (``dataset.sizes`` of the spec, or the given data); GPU-hours on a named GPU from its
@@ -260,7 +261,8 @@ def measure(model, data, run, sizes: dict, real: bool) -> dict[str, Any]:
     from tasks.openmmlab import dataloader
 
     n_params = sum(t.numel() for t in model.parameters())
-    train_loader = Runner.build_dataloader(dataloader(data.train, 1, train=True, collate=data.collate), seed=0)
+    # a batch of 2, divided: heads with BatchNorm after global pooling (UperNet's PPM) refuse a batch of 1
+    train_loader = Runner.build_dataloader(dataloader(data.train, 2, train=True, collate=data.collate), seed=0)
     batch = next(iter(train_loader))
     model.train()
     with FlopCounterMode(display=False) as counter:
@@ -268,7 +270,7 @@ def measure(model, data, run, sizes: dict, real: bool) -> dict[str, Any]:
         losses = model(**inputs, mode="loss") if isinstance(inputs, dict) else model(*inputs, mode="loss")
         loss, _ = model.parse_losses(losses)
         loss.backward()
-    train_flops = counter.get_total_flops()
+    train_flops = counter.get_total_flops() / 2
     ev = data.evaluations[0]
     test_loader = Runner.build_dataloader(
         dataloader(ev.dataset, 1, train=False, collate=data.collate), seed=0)

@@ -5,10 +5,13 @@ Protocol (the paper's depth code; docs/protocols.md):
 * model: ``FlipDepthEstimator`` (mmseg ``DepthEstimator`` + flip test); backbone ``MIMBackbone`` (Swin: its
   stride-32 stage 4, as the paper; plain ViT: the map at its patch stride); ``MIMDepthHead`` (stride-2 deconvs down
   to stride 4 — 3 for Swin, 2 for ViT-B/16 —, conv + BN + ReLU, two ×2 upsamples, conv head, ``sigmoid × max_depth``);
-  SiLog loss (λ 0.5).
+  SiLog loss (λ 0.5). ``swin_window`` (the paper preset's Swin recipe: NYU 30/30/30/15, KITTI 22/22/22/11): a SwinV2
+  backbone is built for the training crop with those windows (``MIMBackbone(window_size, img_size)``), its continuous
+  position bias on the checkpoint's pre-training window scale; a Swin V1 keeps its own windows.
 * training (``TrainedTask``): mmseg's ``RandomDepthMix`` (CutDepth-style) + horizontal flip + random crop, then
   (``color_aug``) the paper's photometric augmentation ``DepthColorAug``; AdamW (wd 0.05) with layer-wise lr decay,
-  drop path; the ``onecycle`` schedule: lr rises linearly from ``min_lr`` to ``lr`` over the first half of training
+  drop path (``swin_merge_own_layer``: Swin patch mergings count as layers, as the paper's optimizer); the
+  ``onecycle`` schedule: lr rises linearly from ``min_lr`` to ``lr`` over the first half of training
   and falls back with a polynomial (power 0.9) over the second half.
 * evaluation: the flip test on the whole image (KITTI: its KB crop) or, ``test_mode: slide``, the paper's
   shifted-window test; ``MIMDepthMetric`` — depth range and crop of the dataset (NYU: Eigen crop, [1e-3, 10] m;
@@ -22,6 +25,7 @@ may carry ``dataset_overrides.json`` at its root (e.g. the KB crop at its 1/8 sc
 from __future__ import annotations
 
 import json
+import logging
 from functools import cached_property
 from pathlib import Path
 from typing import ClassVar
@@ -32,7 +36,12 @@ from tasks.base import Param
 
 from . import layout
 
+log = logging.getLogger("benchmark")
+
 OVERRIDES = "dataset_overrides.json"
+# the paper's SwinV2 fine-tuning geometry and layer counting (SwinV2-B; the code has no ViT)
+PAPER_SOURCE = ("SwinTransformer/MIM-Depth-Estimation README train commands (--window_size, --pretrain_window_size "
+                "12 12 12 6, --use_shift True True False False) + models/optimizer.py get_num_layer_for_swin")
 METRICS = ("rmse", "abs_rel", "sq_rel", "rmse_log", "log10", "silog", "d1", "d2", "d3")
 
 
@@ -56,6 +65,14 @@ class _DepthAdapter(mm.TrainedTask):
         "deconv_width": Param(32, int, "width of the head's deconvolutions"),
         "decoder_channels": Param(None, int, "width of the head's conv block (null: the head's default)",
                                   nullable=True),
+        "swin_window": Param([], list, "SwinV2 attention window per stage for fine-tuning, clipped to each stage's "
+                             "map at the training crop (no shift where it covers the map); the continuous position "
+                             "bias keeps the checkpoint's pre-training windows as its coordinate scale. []: the "
+                             "checkpoint's own; Swin V1 always keeps its own (null: paper NYU 30/30/30/15, KITTI "
+                             "22/22/22/11 for Swin)", nullable=True),
+        "swin_merge_own_layer": Param(False, bool, "layer decay counts each Swin patch merging as its own layer "
+                                      "and the output norm at the head's lr, as the paper's optimizer (null: on "
+                                      "for Swin)", nullable=True),
     }
 
     @cached_property
@@ -128,12 +145,28 @@ class _DepthAdapter(mm.TrainedTask):
             type="FlipDepthEstimator",
             data_preprocessor=dict(type="SegDataPreProcessor", mean=mm.IMAGENET_MEAN, std=mm.IMAGENET_STD,
                                    bgr_to_rgb=True, pad_val=0, seg_pad_val=0, size_divisor=32),
-            backbone=self.backbone(out_indices=(level,)),
+            backbone=self.backbone(out_indices=(level,), **self._swin_geometry()),
             decode_head=dict(type="MIMDepthHead", in_channels=channels, channels=p["decoder_channels"],
                              max_depth=float(ds["max_depth"]), num_deconv_filters=filters,
                              loss_decode=dict(type="SiLogLoss"),
                              init_cfg=dict(PAPER_INIT) if p["head_init"] == "paper" else None),
             test_cfg=dict(mode=p["test_mode"], windows=int(p["slide_windows"]), flip=bool(p["flip_test"])))
+
+    def _swin_geometry(self) -> dict:
+        """MIMBackbone's window_size / img_size for ``swin_window``: SwinV2 only, sized at the training crop (the
+        paper's crops give stride-4 maps four windows wide, 480 / 4 = 4 * 30, 352 / 4 = 4 * 22, and its shifted-window
+        test feeds inputs of the crop's size)."""
+        from benchmark.families import variant
+
+        window = self.p.get("swin_window")
+        if not window:
+            return {}
+        arch = str(self.meta["arch"])
+        if variant(arch) != "swinv2":
+            log.info("%s: swin_window %s not applied to %s (SwinV2 only: its continuous position bias takes any "
+                     "window); the checkpoint's own windows are kept", self.ctx.spec.name, list(window), arch)
+            return {}
+        return dict(window_size=[int(w) for w in window], img_size=[int(v) for v in self.p["crop_size"]])
 
     def metrics(self, results: dict[str, dict[str, float]]) -> dict[str, float]:
         return mm.pick(results["test"], {n: n for n in METRICS})
@@ -141,6 +174,10 @@ class _DepthAdapter(mm.TrainedTask):
 
 class NYUDepth(_DepthAdapter):
     """NYUv2 in mmseg's NYUDataset layout (``benchmark convert-nyu`` builds it from the BTS layout)."""
+
+    family_recipes: ClassVar[dict[str, mm.FamilyRecipe]] = {
+        "swin": mm.FamilyRecipe(PAPER_SOURCE + " (NYUv2 command: --window_size 30 30 30 15)",
+                                dict(swin_window=[30, 30, 30, 15], swin_merge_own_layer=True))}
 
     @classmethod
     def check_data(cls, spec, root: Path) -> None:
@@ -167,6 +204,10 @@ class NYUDepth(_DepthAdapter):
 
 class KITTIDepth(_DepthAdapter):
     """KITTI Eigen split in the BTS layout (split files + raw RGB + projected-LiDAR ground truth)."""
+
+    family_recipes: ClassVar[dict[str, mm.FamilyRecipe]] = {
+        "swin": mm.FamilyRecipe(PAPER_SOURCE + " (KITTI command: --window_size 22 22 22 11)",
+                                dict(swin_window=[22, 22, 22, 11], swin_merge_own_layer=True))}
 
     @classmethod
     def check_data(cls, spec, root: Path) -> None:

@@ -11,10 +11,12 @@ Protocol (docs/protocols.md):
     feeds the heads directly, a fifth stride-64 level max-pooled from the last (no FPN); a 2-conv RPN head,
     ``Shared4Conv1FCBBoxHead`` (four 3×3 convs + one fc) and a 4-conv ``FCNMaskHead``, their convs with
     LayerNorm;
-  80 COCO classes, mmdet's Mask R-CNN train / test settings. Plain ViTs use **global attention in every block**
-  (timm's fused scaled-dot-product attention keeps the 4,096-token 1024-px input in memory), not ViTDet's window
-  attention (window 14, global blocks 2 / 5 / 8 / 11) with relative positions: the checkpoint is evaluated with the
-  attention it was pre-trained with, the same as in every other task of the suite; the cost is speed at 1024 px.
+  80 COCO classes, mmdet's Mask R-CNN train / test settings. Plain ViTs (``attention: vitdet``, the family's) run
+  ViTDet's backbone: window attention (window 14) except in the last block of each depth quarter (ViT-B 2 / 5 / 8 /
+  11), new zero-initialised decomposed relative-position tables in every block, no class token
+  (:mod:`benchmark.vitdet_attention`); ``attention: global`` keeps timm's global attention in every block (with the
+  class token), the attention the checkpoint was pre-trained with. BEiT checkpoints keep global attention (their own
+  relative-position bias); EVA has no window-attention port (``attention=global``).
 * training, by backbone family (a preset value of ``null`` takes the family's):
   - Swin / SwinV2 — mmdet's ``mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x`` recipe: flip, then one of two branches
     (``augment: multiscale_crop``): the short side drawn from 480…800 (long side ≤ 1333), or a resize to a short
@@ -52,13 +54,16 @@ FAMILY_RECIPES: dict[str, mm.FamilyRecipe] = {
     "swin": mm.FamilyRecipe(SWIN_SOURCE, dict(
         augment="multiscale_crop", batch_size=16, weight_decay=0.05, layer_decay=1.0, drop_path=0.3, epochs=36.0,
         milestones_epochs=[27, 33], warmup_iters=1000, test_scale=[1333, 800], test_pad=False, neck="fpn",
-        head="standard", head_no_decay=["backbone.out_norms.*"])),
+        head="standard", head_no_decay=["backbone.out_norms.*"], attention="global")),
     "plain": mm.FamilyRecipe(VITDET_SOURCE, dict(
         augment="lsj", batch_size=64, weight_decay=0.1, layer_decay=0.7, drop_path=0.1, iters=184_375,
         # iterations 163,889 and 177,546 of 184,375 (88 and 96 of 100 epochs)
         milestones_frac=[0.88889, 0.962963], warmup_iters=250, test_scale=[1024, 1024], test_pad=True,
-        neck="simple", head="vitdet", head_no_decay=["*.ln.*"])),
+        neck="simple", head="vitdet", head_no_decay=["*.ln.*"], attention="vitdet")),
 }
+# BEiT: the ViTDet recipe with its own attention (global, with its per-block relative-position bias)
+FAMILY_RECIPES["beit"] = mm.FamilyRecipe(VITDET_SOURCE, {**FAMILY_RECIPES["plain"].values, "attention": "global"})
+VITDET_WINDOW = 14  # ViTDet's window; its global blocks: the last of each depth quarter (vitdet_attention)
 NORM_2D = "MIMLayerNorm2d"  # LayerNorm over the channels of an NCHW map (detectron2's "LN"), for the ViTDet heads
 LAST_LEVEL_MAX_POOL = "MIMLastLevelMaxPool"  # ViTDet's neck-free pyramid: the backbone's levels + a max-pooled P6
 
@@ -123,6 +128,10 @@ class COCODet(mm.TrainedTask):
         "head": Param("standard", str, "standard (1-conv RPN, Shared2FC box head, no norms) or vitdet (2-conv RPN, "
                                        "4-conv + 1-fc box head and mask head with LayerNorm); null: Swin standard / "
                                        "ViT vitdet", nullable=True, choices=("standard", "vitdet")),
+        "attention": Param("global", str, "plain ViT backbone attention: global (every block, with the class token) or "
+                                          "vitdet (window 14 except the last block of each depth quarter, decomposed "
+                                          "relative positions, no class token); null: ViT vitdet / Swin, BEiT global",
+                           nullable=True, choices=("global", "vitdet")),
         "fpn_channels": Param(256, int, "FPN / RoI head width"),
         "fc_channels": Param(1024, int, "box head fully connected width"),
         "rpn_proposals": Param(1000, int, "proposals kept per image after NMS (train and test)"),
@@ -228,7 +237,11 @@ class COCODet(mm.TrainedTask):
         if vitdet or p["neck"] == "simple":
             register_vitdet_modules()  # also for callers that build the model without run() (benchmark plan)
         # ViT: the shared pyramid projects to the FPN width (ViTDet's simple pyramid is 256 wide)
-        backbone = self.backbone(out_indices=(0, 1, 2, 3), **({"out_channels": fpn} if plain else {}))
+        extra: dict[str, Any] = {"out_channels": fpn} if plain else {}
+        if (p["attention"] or "global") == "vitdet":  # MIMBackbone refuses it for Swin / BEiT / EVA
+            extra["window_attention"] = dict(window_size=VITDET_WINDOW, global_blocks=None, rel_pos=True,
+                                             img_size=int(p["image_size"]))
+        backbone = self.backbone(out_indices=(0, 1, 2, 3), **extra)
         channels = [fpn] * 4 if plain else output_channels(self.meta, (0, 1, 2, 3))
         if p["neck"] == "simple":  # ViTDet: no FPN; the pyramid's levels must already be fpn_channels wide
             if channels != [fpn] * 4:

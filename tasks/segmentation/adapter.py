@@ -2,11 +2,14 @@
 
 Protocol (docs/protocols.md; mmseg's ``upernet`` ADE20K configs and the BEiT / MAE fine-tuning recipe):
 
-* model: mmseg ``EncoderDecoder``; backbone ``MIMBackbone`` with its four levels (strides 4/8/16/32): Swin's native
-  stages; a plain ViT's shared simple feature pyramid built from its last block (ViTDet-style). The BEiT / MAE
-  reference configs instead read four intermediate blocks (3, 5, 7, 11) through ``Feature2Pyramid`` (rescales
-  4 / 2 / 1 / 0.5): the suite uses one pyramid for every dense task, so a checkpoint is judged by the same features
-  everywhere (documented as a deviation). ``UPerHead`` (``channels`` by family, pool scales 1/2/3/6, dropout 0.1) on
+* model: mmseg ``EncoderDecoder``; backbone ``MIMBackbone`` with four levels (strides 4/8/16/32): Swin's native
+  stages; for a plain ViT / BEiT (``vit_neck``) either the BEiT / MAE reference design (``feature2pyramid``, the
+  ``paper`` recipe: the raw outputs of four intermediate blocks, (3, 5, 7, 11) of 12 / (7, 11, 15, 23) of 24, i.e. at
+  1/3, 1/2, 2/3 and 3/3 of the depth, no final norm, through mmseg's ``Feature2Pyramid`` neck with rescales
+  4 / 2 / 1 / 0.5 and SyncBN; mmseg ``configs/_base_/models/upernet_mae.py``, ``upernet_beit.py``,
+  ``beit-large_upernet_8xb1-amp-160k_ade20k-640x640.py``) or the suite's shared ViTDet-style simple feature pyramid
+  from the last block (``simple``, the default and the ``ci`` preset's). ``UPerHead`` (``channels`` by family, pool
+  scales 1/2/3/6, dropout 0.1) on
   all four levels + an auxiliary ``FCNHead`` (256 channels, weight 0.4) on the stride-16 level; cross-entropy,
   label 0 ignored (``reduce_zero_label``: the 150 classes become 0..149).
 * training (``TrainedTask``): ``RandomResize`` of ``scale`` (2048, 512) at ratio 0.5–2, ``RandomCrop`` 512 with
@@ -44,9 +47,10 @@ SWIN_SOURCE = "mmseg configs/swin/swin-base-patch4-window7-in1k-pre_upernet_8xb2
 # The published recipe of each backbone family; a parameter the preset leaves null takes its family's value.
 FAMILY_RECIPES: dict[str, mm.FamilyRecipe] = {
     # mmseg's LayerDecayOptimizerConstructor: no weight decay on any bias or 1-D parameter (the heads' BN included)
+    # (the Feature2Pyramid neck's one norm layer, a BN inside an nn.Sequential, is `neck.upsample_4x.1`)
     "plain": mm.FamilyRecipe(MAE_SOURCE, dict(
         lr=1e-4, weight_decay=0.05, layer_decay=0.65, drop_path=0.1, channels=768, test_mode="slide",
-        head_no_decay=["*.bias", "*.bn.weight"])),
+        head_no_decay=["*.bias", "*.bn.weight", "neck.upsample_4x.1.weight"], vit_neck="feature2pyramid")),
     # custom_keys 'norm' (decay_mult 0) also matches the backbone's stage-output norms
     "swin": mm.FamilyRecipe(SWIN_SOURCE, dict(
         lr=6e-5, weight_decay=0.01, layer_decay=1.0, drop_path=0.3, channels=512, test_mode="whole",
@@ -81,6 +85,10 @@ class ADE20KSeg(mm.TrainedTask):
         "channels": Param(512, int, "UPerHead channels (null: ViT 768 / Swin 512)", nullable=True),
         "aux_channels": Param(256, int, "auxiliary FCNHead channels"),
         "aux_weight": Param(0.4, float, "auxiliary loss weight"),
+        "vit_neck": Param("simple", str, "plain ViT features: simple (the shared simple pyramid from the last block) "
+                                         "or feature2pyramid (4 intermediate blocks through mmseg's Feature2Pyramid, "
+                                         "the BEiT / MAE configs); null: ViT feature2pyramid / Swin its stages",
+                          nullable=True, choices=("simple", "feature2pyramid")),
         "test_mode": Param("whole", str, "whole-image or sliding-window inference (null: ViT slide / Swin whole)",
                            nullable=True, choices=("whole", "slide")),
         "slide_stride": Param(None, list, "slide: window stride (height, width); null: two thirds of the crop (341 "
@@ -181,6 +189,7 @@ class ADE20KSeg(mm.TrainedTask):
         # SyncBN across GPUs as the reference configs; plain BN on the CPU (gloo has no SyncBN kernels)
         norm = dict(type="SyncBN" if self.ctx.device.startswith("cuda") and world_size() > 1 else "BN",
                     requires_grad=True)
+        backbone, neck = self.vit_features(channels, norm)
         test_cfg: dict[str, Any] = dict(mode=p["test_mode"])
         if p["test_mode"] == "slide":
             stride = p["slide_stride"] or (crop[0] * 2 // 3, crop[1] * 2 // 3)  # 512 / 341
@@ -190,9 +199,27 @@ class ADE20KSeg(mm.TrainedTask):
             data_preprocessor=dict(type="SegDataPreProcessor", mean=mm.IMAGENET_MEAN, std=mm.IMAGENET_STD,
                                    bgr_to_rgb=True, pad_val=0, seg_pad_val=255, size=crop,
                                    test_cfg=dict(size_divisor=32)),
-            backbone=self.backbone(out_indices=(0, 1, 2, 3)),
+            backbone=backbone, **neck,
             **self.heads(channels, norm),
             train_cfg=dict(), test_cfg=test_cfg)
+
+    def vit_features(self, channels: list[int], norm: dict) -> tuple[dict, dict]:
+        """(backbone config, ``{'neck': ...}`` or ``{}``): the four levels the heads read, as ``vit_neck`` asks."""
+        from benchmark.errors import BenchmarkError
+        from benchmark.families import family
+
+        if (self.p.get("vit_neck") or "simple") == "simple":
+            return self.backbone(out_indices=(0, 1, 2, 3)), {}
+        if family(str(self.meta["arch"])) == "swin":
+            raise BenchmarkError("vit_neck=feature2pyramid is for plain ViTs; a Swin's four stages are its levels",
+                                 "leave vit_neck null or simple for Swin")
+        from benchmark.feature2pyramid import default_feature_blocks, feature2pyramid_rescales, trunk_depth
+
+        blocks = default_feature_blocks(trunk_depth(self.meta))
+        rescales = feature2pyramid_rescales(int(self.meta.get("patch_size", 16)))
+        # mmseg's neck (registered in mmseg's MODELS), its norm the heads' (SyncBN under DDP on GPUs, else BN)
+        return (self.backbone(feature_blocks=blocks),
+                {"neck": dict(type="Feature2Pyramid", embed_dim=int(channels[0]), rescales=rescales, norm_cfg=norm)})
 
     def heads(self, channels: list[int], norm: dict) -> dict:
         """The decode head (and auxiliary head) on the backbone's four levels."""
