@@ -136,8 +136,8 @@ def main() -> int:
             print(f"{task:16} {fam:9} {r['status']:5} {speed}", flush=True)
             if r["status"] != "ok":
                 print(proc.stderr[-3000:], file=sys.stderr)
+            write(results, args.out)  # after every cell: an interrupted grid keeps what it measured
         ckpt.unlink()
-    write(results, args.out)
     return 0 if all(r["status"] == "ok" for r in results.values()) else 1
 
 

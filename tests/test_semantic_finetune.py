@@ -140,3 +140,16 @@ def test_full_recipe_with_mixup_cutmix_randaugment_runs(tmp_path, tiny_vit_ckpt)
     assert "RandAugment" in repr(train_tf) and "RandomErasing" in repr(train_tf)
     out = finetune(ctx, single_label(32, 0), single_label(16, 1), "top1")
     assert 0 <= out["top1"] <= 100
+
+
+def test_randaugment_at_magnitude_10_posterizes_to_black_instead_of_crashing():
+    """rand-m9-mstd0.5 reaches magnitude 10 now and then; PosterizeIncreasing then keeps 0 bits, which Pillow >= 10
+    refuses: the train transform must give the old Pillow result (a black image), never raise."""
+    from timm.data import auto_augment
+
+    parts.transforms({"auto_augment": "rand-m9-mstd0.5-inc1", "reprob": 0.0, "crop_pct": 0.875}, 32)
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    op = auto_augment.AugmentOp("PosterizeIncreasing", prob=1.0, magnitude=10)
+    out = np.asarray(op(img))
+    assert out.shape == (32, 32, 3) and out.max() == 0
+    assert np.array_equal(np.asarray(op.aug_fn(img, 4)), np.asarray(img) & 0xF0)  # other levels: Pillow's own

@@ -151,6 +151,28 @@ class SplitDataset(Dataset):
         return dict(inputs=x, data_samples=dict(label=torch.as_tensor(self.split.labels[i]), valid=img is not None))
 
 
+def _posterize(img: Image.Image, bits_to_keep: int, **_: Any) -> Image.Image:
+    """timm's posterize op with the Pillow semantics SimMIM's fine-tuning ran with: 0 bits kept is a black image.
+
+    ``rand-m9-mstd0.5-inc1`` draws the magnitude from N(9, 0.5) clipped to [0, 10]; at 10, PosterizeIncreasing keeps
+    0 bits, which Pillow >= 10 refuses with a ValueError ("bits must be between or equal to 1 and 8") — about once in
+    a few thousand images, i.e. a crash hours into a full fine-tune. Older Pillow masked every bit away."""
+    from PIL import ImageOps
+
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def _patch_posterize() -> None:
+    from timm.data import auto_augment
+
+    for name in ("Posterize", "PosterizeIncreasing", "PosterizeOriginal"):
+        auto_augment.NAME_TO_OP[name] = _posterize
+
+
 def transforms(p: dict, size: int) -> tuple[Any, Any]:
     """timm's ImageNet train / eval transforms as SimMIM's fine-tuning builds them.
 
@@ -158,6 +180,7 @@ def transforms(p: dict, size: int) -> tuple[Any, Any]:
     adapters; timm's ``pretrained_cfg`` describes timm's own weights (e.g. augreg's 0.5 / 0.5), not the checkpoint's.
     """
     common = dict(input_size=size, interpolation="bicubic", mean=IMAGENET_DEFAULT_MEAN, std=IMAGENET_DEFAULT_STD)
+    _patch_posterize()  # before RandAugment binds its ops
     train = create_transform(is_training=True, auto_augment=p["auto_augment"] or None, re_prob=float(p["reprob"]),
                              re_mode="pixel", re_count=1, **common)
     return train, eval_transform(size, float(p["crop_pct"]))
