@@ -279,10 +279,7 @@ def measure(model, data, run, sizes: dict, real: bool) -> dict[str, Any]:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model.test_step(test_batch)
     eval_flops = counter.get_total_flops()
-    per_eval_unit, eval_unit = eval_flops, sizes.get("test_unit", "images")
-    frames = _frames(test_batch)
-    if frames:  # a tracking sequence: per frame
-        per_eval_unit, eval_unit = eval_flops / frames, "frames"
+    per_eval_unit, eval_unit = eval_flops, sizes.get("test_unit", "images")  # tracking: whole sequences
     test_len = sizes.get("test") if not real else None
     train_total = train_flops * run.total_batch * run.max_iters
     eval_total = per_eval_unit * test_len if test_len else None
@@ -292,15 +289,6 @@ def measure(model, data, run, sizes: dict, real: bool) -> dict[str, Any]:
                 eval_pflops=round(eval_total / 1e15, 3) if eval_total is not None else None,
                 checkpoint_gb=round(n_params * CHECKPOINT_BYTES_PER_PARAM * KEPT_CHECKPOINTS / 1e9, 2),
                 dataset_gb=sizes.get("disk_gb"))
-
-
-def _frames(batch: Any) -> int:
-    seqs = batch.get("sequence") if isinstance(batch, dict) else None
-    if not seqs:
-        return 0
-    first = seqs[0] if isinstance(seqs, (list, tuple)) else seqs
-    frames = first.get("frames") if isinstance(first, dict) else getattr(first, "frames", None)
-    return len(frames) if frames is not None else 0
 
 
 def gpu_hours(compute: dict, nproc: int, gpu: str) -> dict[str, Any]:
