@@ -177,16 +177,22 @@ class MIMBackbone(BaseModule, TrunkHolder):
             attention outside the global blocks, new zero-initialised decomposed rel-pos tables (added after the
             checkpoint is loaded; not counted in ``coverage``), no class token (:mod:`benchmark.vitdet_attention`).
             Default None: timm's global attention in every block, with the class token.
+        fresh_output_norm: Swin only (BenchmarkError otherwise): the trunk's final norm, which normalises the last
+            stage's output, starts as a new LayerNorm (weight 1, bias 0) instead of the checkpoint's, as the paper's
+            depth code (its SwinV2 adds a new ``norm3`` and does not load the pre-trained ``norm``). Re-applied
+            whenever the checkpoint is (re)loaded; needs ``out_indices`` to include stage 3. Default False.
 
     Attributes: ``trunk`` (the timm model), ``family`` ('plain' | 'beit' | 'swin'), ``out_channels`` (list, one per
     output), ``strides`` (list), ``embed_dim``, ``patch_size``, ``meta`` (checkpoint meta), ``coverage``.
     """
 
+    extras_are_backbone = True  # stage-output norms, pyramid: a backbone lr multiplier covers them
+
     def __init__(self, checkpoint: str, out_indices: Sequence[int] = (0, 1, 2, 3), allow_partial: bool = False,
                  drop_path_rate: float = 0.0, frozen: bool = False, out_channels: int | None = None,
                  feature_blocks: Sequence[int] | None = None, init_cfg: Any = None,
                  window_size: int | Sequence[int] | None = None, img_size: int | Sequence[int] | None = None,
-                 window_attention: dict | None = None):
+                 window_attention: dict | None = None, fresh_output_norm: bool = False):
         if init_cfg is not None:
             raise BenchmarkError("MIMBackbone takes its weights from `checkpoint`, not from init_cfg",
                                  "remove init_cfg from the backbone config")
@@ -228,10 +234,17 @@ class MIMBackbone(BaseModule, TrunkHolder):
             self.meta = {**self.meta, "kwargs": {**self.meta.get("kwargs", {}), **geometry}}
         self.coverage = trunk.coverage
 
+        self.fresh_output_norm = bool(fresh_output_norm)
+        if self.fresh_output_norm and (self.family != "swin" or max(self.out_indices) != 3):
+            raise BenchmarkError(f"fresh_output_norm needs a Swin backbone with stage 3 in out_indices (got "
+                                 f"{self.family}, out_indices {self.out_indices})",
+                                 "leave fresh_output_norm off for this backbone (the pre-trained norm is kept)")
+
         if self.family == "swin":
             self._init_swin(trunk, out_channels)
         else:
             self._init_plain(trunk, out_channels)
+        self._reset_output_norm()
         if self.frozen:
             self._freeze()
 
@@ -304,6 +317,13 @@ class MIMBackbone(BaseModule, TrunkHolder):
             self.out_channels = native
         self._pad_multiple = int(info[last]["reduction"])
 
+    def _reset_output_norm(self) -> None:
+        """``fresh_output_norm``: the final norm back to a new LayerNorm's values (weight 1, bias 0), with the
+        official code's eps 1e-6 (its ``norm3``; timm's Swin norms use 1e-5)."""
+        if self.fresh_output_norm:
+            self.trunk.norm.reset_parameters()
+            self.trunk.norm.eps = 1e-6
+
     def _freeze(self) -> None:
         self.trunk.eval()
         for p in self.trunk.parameters():
@@ -327,6 +347,7 @@ class MIMBackbone(BaseModule, TrunkHolder):
             target = CheckpointView(self.trunk)
         self.coverage = load_weights(target, ckpt.state_dict, allow_partial=self.allow_partial,
                                      name=self.checkpoint)
+        self._reset_output_norm()
         if self.frozen:
             self._freeze()
         self._is_init = True

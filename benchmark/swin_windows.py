@@ -110,8 +110,9 @@ def swin_window_overrides(meta: dict[str, Any], window_size: int | Sequence[int]
 
 
 def swin_merge_layer_ids(trunk: nn.Module) -> tuple[dict[str, int], int]:
-    """(layer id per trunk parameter, head id) with each patch merging its own layer, as the official Swin
-    fine-tuning code counts (SimMIM / MIM-Depth-Estimation ``get_num_layer_for_swin``). Parameters not in the patch
+    """(layer id per trunk parameter, head id) with each patch merging its own layer, as the paper's depth code
+    counts (MIM-Depth-Estimation ``get_num_layer_for_swin``; SimMIM's fine-tuning code instead gives a merging the
+    id of the block before it). Parameters not in the patch
     embedding, a merging or a block (the final norm) take the head id."""
     layers = getattr(trunk, "layers", None)
     if layers is None or not all(hasattr(s, "blocks") for s in layers):

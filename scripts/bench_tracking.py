@@ -267,8 +267,10 @@ def child_tracker(spec: dict) -> dict:
     key, device, cfg = spec["key"], spec["device"], spec["cfg"]
     arch, T, S, design, _ = TRACKERS[key]
     t = time.perf_counter()
+    one = DESIGN_DEFAULTS["one-stream"]  # OSTrack's candidate elimination (keep 0.7 at blocks 3, 6, 9), as published
+    ce = dict(ce_layers=one["ce_layers"], ce_keep_ratio=one["ce_keep_ratio"]) if design == "one-stream" else {}
     tracker = build_tracker(spec["ckpt"], template_size=T, search_size=S, drop_path=DROP_PATH,
-                            fusion_drop_path=FUSION_DROP_PATH, **HEAD).to(device)
+                            fusion_drop_path=FUSION_DROP_PATH, **HEAD, **ce).to(device)
     build_s = time.perf_counter() - t
     params = sum(p.numel() for p in tracker.parameters())
     resident = torch.cuda.memory_allocated() / 2**20 if device == "cuda" else rss_mib()

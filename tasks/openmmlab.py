@@ -20,8 +20,9 @@ The base owns, once, for every task:
   InfiniteSampler; milestones and warm-up are converted the same way, so they mean the same at any scale);
 * warm-up (``warmup_iters``, else ``warmup_epochs``; linear from ``warmup_ratio`` × lr) and the ``schedule``:
   ``constant``, ``step`` (×0.1 at ``milestones_epochs``, or at ``milestones_frac`` of an ``iters`` run),
-  ``cosine`` (to ``min_lr`` after the warm-up), ``onecycle`` (linear from ``min_lr`` to ``lr`` over the first
-  half, poly 0.9 back to ``min_lr``; no separate warm-up);
+  ``cosine`` (to ``min_lr`` after the warm-up), ``onecycle`` (the paper's depth code: from ``min_lr`` up to ``lr``
+  as s^0.9 over floor(epochs / 2) epochs, down as s^0.9 over as many, then ``min_lr``; each layer-decay group on its
+  own scale; ``tasks.lr_schedules``; no separate warm-up);
 * AdamW with layer-wise lr decay (``MIMLayerDecayOptimWrapperConstructor``), weight decay, gradient clipping, drop
   path; AMP (bf16 where supported, else fp16) on CUDA;
 * checkpoints in the run's work dir every ``checkpoint_interval`` iterations and automatic resume of an identical
@@ -124,6 +125,10 @@ class TrainedTask(TaskAdapter):
         "milestones_frac": Param([], list, "step schedule with iters: x0.1 at these fractions of the run"),
         "weight_decay": Param(0.05, float, "AdamW weight decay"),
         "layer_decay": Param(1.0, float, "layer-wise lr decay rate (1: none)"),
+        "no_decay_rule": Param("1d", str, "parameters without weight decay: 1d = every 1-D parameter (norms, biases) "
+                                          "and position tables (MIM fine-tuning codes); norms = norm layers and "
+                                          "position tables, biases decayed (mmdet / mmseg custom_keys); none = "
+                                          "everything decayed (trackers)", choices=("1d", "norms", "none")),
         "clip_grad": Param(None, float, "max gradient L2 norm (null: no clipping)", nullable=True),
         "drop_path": Param(0.0, float, "stochastic depth rate of the backbone"),
         "workers": Param(0, int, "DataLoader worker processes per training process"),
@@ -140,11 +145,13 @@ class TrainedTask(TaskAdapter):
 
     @classmethod
     def family_recipe(cls, arch: str) -> tuple[str, FamilyRecipe | None]:
-        """(family, its recipe or None) for a timm arch name."""
-        from benchmark.families import family
+        """(family, its recipe or None) for a timm arch name. A recipe may also be keyed by the finer variant
+        (``benchmark.families.variant``, e.g. 'eva'), which wins over its family's."""
+        from benchmark.families import family, variant
 
         fam = family(arch)
-        recipe = cls.family_recipes.get(fam) or (cls.family_recipes.get("plain") if fam == "beit" else None)
+        recipe = (cls.family_recipes.get(variant(arch)) or cls.family_recipes.get(fam)
+                  or (cls.family_recipes.get("plain") if fam == "beit" else None))
         return fam, recipe
 
     @classmethod
@@ -296,11 +303,13 @@ class TrainedTask(TaskAdapter):
     def schedule(self, plan: Plan) -> list[dict]:
         """The lr schedule of ``plan`` (iteration-based) from the ``schedule`` parameter."""
         p, n, kind = self.p, plan.max_iters, self.p["schedule"]
-        if kind == "onecycle":  # the depth code's: up from min_lr over the first half, poly 0.9 down
-            half = max(1, n // 2)
-            return [dict(type="LinearLR", start_factor=plan.min_lr / plan.lr, end_factor=1.0, by_epoch=False,
-                         begin=0, end=half),
-                    dict(type="PolyLR", eta_min=plan.min_lr, power=0.9, by_epoch=False, begin=half, end=n)]
+        if kind == "onecycle":  # the paper's depth code (train.py): s^0.9 up, s^0.9 down, min_lr for the rest
+            from tasks import lr_schedules  # noqa: F401 - registers MIMDepthOneCycleLR
+
+            # each half: floor(epochs / 2) epochs (25 epochs: 12 up, 12 down, 1 at min_lr); an iters run: n // 2
+            half = n // 2 if p["iters"] else int(float(p["epochs"]) // 2) * plan.iters_per_epoch
+            return [dict(type="MIMDepthOneCycleLR", half=max(1, half or n // 2), eta_min_ratio=plan.min_lr / plan.lr,
+                         power=0.9, by_epoch=False, begin=0, end=n)]
         steps = [dict(type="LinearLR", start_factor=float(p["warmup_ratio"]), by_epoch=False, begin=0,
                       end=plan.warmup_iters)] if plan.warmup_iters > 0 else []
         if kind == "step":
@@ -324,7 +333,8 @@ def config_digest(obj: Any) -> str:
 
 def optim_wrapper(params: dict, plan: Plan, device: str) -> dict:
     """AdamW with layer-wise lr decay, the fine-tuning recipe of BEiT / SimMIM / ViTPose; AMP on CUDA. A task that
-    declares ``backbone_lr_mult`` (the trackers, Mask2Former) scales every trunk group by it; ``head_no_decay``
+    declares ``backbone_lr_mult`` (the trackers, Mask2Former) scales every backbone group by it; ``no_decay_rule``
+    (which parameters take no weight decay, :func:`benchmark.layer_decay.layer_decay_param_groups`), ``head_no_decay``
     (names outside the trunk without weight decay), ``swin_merge_own_layer`` (Swin patch mergings count as layers)
     and ``amp_dtype`` (the CUDA autocast type) are optional too."""
     cfg: dict[str, Any] = dict(
@@ -337,6 +347,8 @@ def optim_wrapper(params: dict, plan: Plan, device: str) -> dict:
         cfg["paramwise_cfg"]["head_no_decay"] = list(params["head_no_decay"])
     if params.get("swin_merge_own_layer"):  # the official Swin layer counting (depth; benchmark.swin_windows)
         cfg["paramwise_cfg"]["swin_merge_own_layer"] = True
+    if params.get("no_decay_rule", "1d") != "1d":
+        cfg["paramwise_cfg"]["no_decay_rule"] = str(params["no_decay_rule"])
     if device.startswith("cuda"):
         import torch
 

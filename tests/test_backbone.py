@@ -206,7 +206,7 @@ def test_layer_decay_groups_vit(ckpts):
     of = _by_param(groups)
     assert len(of) == sum(1 for _ in model.parameters())  # every parameter exactly once
     L = 2
-    layer_of = {"stem": 0, "blocks.0": 1, "blocks.1": 2, "norm": 2}  # timm: the final norm joins the last block
+    layer_of = {"stem": 0, "blocks.0": 1, "blocks.1": 2, "norm": 3}  # official MIM codes: the final norm at the head
     for n, p in model.backbone.trunk.named_parameters():
         part = "stem" if n.split(".")[0] in ("cls_token", "pos_embed", "patch_embed") else \
             ("norm" if n.startswith("norm.") else ".".join(n.split(".")[:2]))
@@ -216,7 +216,50 @@ def test_layer_decay_groups_vit(ckpts):
         no_decay = p.ndim <= 1 or n in ("pos_embed", "cls_token")
         assert g["weight_decay"] == (0.0 if no_decay else wd), n
     for p in list(model.backbone.pyramid.parameters()) + list(model.head.parameters()):
-        assert of[id(p)]["lr_scale"] == 1.0 and of[id(p)]["lr"] == lr and of[id(p)]["weight_decay"] == wd
+        assert of[id(p)]["lr_scale"] == 1.0 and of[id(p)]["lr"] == lr
+        assert of[id(p)]["weight_decay"] == (0.0 if p.ndim <= 1 else wd)  # heads' biases / BN too (BEiT's rule)
+
+
+def test_no_decay_rules_over_the_whole_model(ckpts):
+    """1d: every 1-D parameter (heads included) and position tables; norms: norm layers and position tables, biases
+    decayed (mmdet / mmseg custom_keys, detectron2); none: everything decayed (OSTrack, SwinTrack)."""
+    model = _Detector(ckpts["swin"])
+    trunk = model.backbone.trunk
+    qkv_bias, norm_w = trunk.layers[0].blocks[0].attn.qkv.bias, trunk.layers[0].blocks[0].norm1.weight
+    table = trunk.layers[0].blocks[0].attn.relative_position_bias_table
+    head_bias, head_bn = model.head[0].bias, model.head[1].weight
+    wd = 0.05
+    expect = {"1d": (0, 0, 0, 0, 0), "norms": (wd, 0, 0, wd, 0), "none": (wd, wd, wd, wd, wd)}
+    for rule, values in expect.items():
+        of = _by_param(layer_decay_param_groups(model, 1e-3, wd, 0.9, no_decay_rule=rule))
+        got = tuple(of[id(p)]["weight_decay"] for p in (qkv_bias, norm_w, table, head_bias, head_bn))
+        assert got == values, rule
+    with pytest.raises(BenchmarkError, match="no_decay_rule"):
+        layer_decay_param_groups(model, 1e-3, wd, 0.9, no_decay_rule="bias")
+
+
+def test_official_layer_ids_swin_merging_and_final_norm(ckpts):
+    """SimMIM's get_swin_layer: a patch merging ends the stage before it (the id of that stage's last block); the
+    final norm takes the head id (timm: the next stage's first block, the last block)."""
+    bb = MIMBackbone(ckpts["swin"])
+    ids, head = trunk_layer_ids(bb.trunk)
+    depths = [len(s.blocks) for s in bb.trunk.layers]
+    assert ids["norm.weight"] == head == sum(depths) + 1
+    for i in range(1, len(depths)):
+        merge = [n for n in ids if n.startswith(f"layers.{i}.downsample.")]
+        assert merge and all(ids[n] == sum(depths[:i]) for n in merge)
+        assert ids[f"layers.{i - 1}.blocks.{depths[i - 1] - 1}.mlp.fc1.weight"] == sum(depths[:i])
+        assert ids[f"layers.{i}.blocks.0.mlp.fc1.weight"] == sum(depths[:i]) + 1
+
+
+def test_backbone_lr_mult_covers_the_backbones_own_layers(ckpts):
+    """mmseg's custom_keys={'backbone': lr_mult 0.1}: the stage-output norms of a Swin MIMBackbone are backbone."""
+    model = _Detector(ckpts["swin"])
+    extras = [p for n, p in model.backbone.named_parameters() if not n.startswith("trunk.")]
+    assert extras
+    of = _by_param(layer_decay_param_groups(model, 1e-3, 0.05, 1.0, trunk_lr_mult=0.1))
+    assert all(of[id(p)]["lr"] == pytest.approx(1e-4) for p in extras)
+    assert of[id(model.head[0].weight)]["lr"] == pytest.approx(1e-3)
 
 
 @pytest.mark.parametrize("name", ["beit_p8", "swin"])
@@ -225,7 +268,9 @@ def test_layer_decay_groups_follow_timm_group_matcher(ckpts, name):
     bb = MIMBackbone(ckpts[name])
     layer_map, head = trunk_layer_ids(bb.trunk)
     n_blocks = sum(len(s.blocks) for s in bb.trunk.layers) if name == "swin" else len(bb.trunk.blocks)
-    assert head == n_blocks + 1 and max(layer_map.values()) == n_blocks  # L + 1 layers below the head
+    below = [v for n, v in layer_map.items() if not n.startswith(("norm.", "fc_norm.", "rel_pos_bias."))]
+    assert head == n_blocks + 1 and max(below) == n_blocks  # L + 1 layers below the head
+    assert all(layer_map[n] == head for n in layer_map if n.startswith("norm."))  # the final norm: head lr
     of = _by_param(layer_decay_param_groups(bb, 1.0, 0.1, decay))
     for n, p in bb.trunk.named_parameters():
         assert of[id(p)]["lr_scale"] == pytest.approx(decay ** (head - layer_map[n])), n

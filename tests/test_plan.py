@@ -21,30 +21,36 @@ TINY_SWIN = ("swin_tiny_patch4_window7_224", {"depths": (1, 1, 1, 1), "embed_dim
 # (task, family) -> official values (docs/protocols.md recipe tables, each row citing its source file)
 OFFICIAL = {
     ("coco_pose", "plain"): dict(batch_size=512, lr=5e-4, weight_decay=0.1, layer_decay=0.75, drop_path=0.3,
-                                 clip_grad=1.0, codec="udp", epochs=210.0, warmup_iters=500),
+                                 clip_grad=1.0, codec="udp", epochs=210.0, warmup_iters=500,
+                                 no_decay_rule="1d"),
     ("coco_pose", "swin"): dict(batch_size=256, lr=5e-4, weight_decay=0.0, layer_decay=1.0, drop_path=0.3,
                                 codec="msra", epochs=210.0),
     ("crowdpose", "plain"): dict(codec="msra", half_body_min_keypoints=7),
     ("crowdpose", "swin"): dict(codec="msra", half_body_min_keypoints=7, layer_decay=1.0),
     ("nyu_depth", "swin"): dict(crop_size=[480, 480], epochs=25.0, batch_size=24, lr=5e-4, min_lr=3e-5,
                                 layer_decay=0.9, drop_path=0.3, weight_decay=0.05, test_mode="slide",
-                                swin_window=[30, 30, 30, 15], swin_merge_own_layer=True),
+                                swin_window=[30, 30, 30, 15], swin_merge_own_layer=True, output_norm="fresh"),
     ("kitti_depth", "swin"): dict(crop_size=[352, 352], epochs=25.0, batch_size=24, test_mode="slide",
-                                  swin_window=[22, 22, 22, 11], swin_merge_own_layer=True),
-    ("got10k", "plain"): dict(template_size=128, search_size=256, lr=4e-4, clip_grad=0.1, epochs=100.0),
-    ("got10k", "swin"): dict(template_size=112, search_size=224, lr=5e-4, clip_grad=0.1, epochs=300.0),
-    ("lasot", "plain"): dict(dataset_weights=[1, 1], epochs=300.0),
+                                  swin_window=[22, 22, 22, 11], swin_merge_own_layer=True, output_norm="fresh"),
+    ("got10k", "plain"): dict(template_size=128, search_size=256, lr=4e-4, clip_grad=0.1, epochs=100.0,
+                              ce_layers=[3, 6, 9], ce_keep_ratio=0.7, ce_start_frac=0.2, ce_warm_frac=0.5,
+                              no_decay_rule="none"),
+    ("got10k", "swin"): dict(template_size=112, search_size=224, lr=5e-4, clip_grad=0.1, epochs=300.0,
+                             frame_sampling="interval", color_jitter=0.4, no_decay_rule="none"),
+    ("lasot", "plain"): dict(dataset_weights=[1, 1], epochs=300.0, ce_start_frac=20 / 300, ce_warm_frac=80 / 300),
     ("coco_det", "plain"): dict(batch_size=64, lr=1e-4, weight_decay=0.1, layer_decay=0.7, iters=184_375,
                                 warmup_iters=250, drop_path=0.1, augment="lsj", head="vitdet", neck="simple",
-                                attention="vitdet"),
+                                attention="vitdet", no_decay_rule="norms"),
     ("coco_det", "swin"): dict(batch_size=16, lr=1e-4, weight_decay=0.05, layer_decay=1.0, epochs=36.0,
                                milestones_epochs=[27, 33], warmup_iters=1000, drop_path=0.3,
-                               augment="multiscale_crop"),
-    ("ade20k_seg", "plain"): dict(batch_size=16, iters=160_000, layer_decay=0.65, vit_neck="feature2pyramid"),
+                               augment="multiscale_crop", no_decay_rule="norms"),
+    ("ade20k_seg", "plain"): dict(batch_size=16, iters=160_000, layer_decay=0.65, vit_neck="feature2pyramid",
+                                  no_decay_rule="1d"),
     ("ade20k_seg", "swin"): dict(batch_size=16, iters=160_000, lr=6e-5, weight_decay=0.01, layer_decay=1.0,
-                                 drop_path=0.3),
-    ("ade20k_m2f", "swin"): dict(lr=1e-4, weight_decay=0.05, backbone_lr_mult=0.1, clip_grad=0.01, iters=160_000),
-    ("k12_flowers102", "plain"): dict(iters=20_000, batch_size=256, lr=6.25e-4),
+                                 drop_path=0.3, no_decay_rule="norms"),
+    ("ade20k_m2f", "swin"): dict(lr=1e-4, weight_decay=0.05, backbone_lr_mult=0.1, clip_grad=0.01, iters=160_000,
+                                  no_decay_rule="norms"),
+    ("k12_flowers102", "plain"): dict(iters=20_000, batch_size=256, lr=6.25e-4, no_decay_rule="1d"),
 }
 TASKS = sorted({t for t, _ in OFFICIAL})
 
@@ -137,3 +143,12 @@ def test_device_check_refuses_without_gpu():
                        env={"PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": ""})
     assert r.returncode == 2
     assert "needs a CUDA GPU" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_eva_detection_recipe_takes_global_attention():
+    """A recipe keyed by the finer variant wins: EVA has no ViTDet window-attention port."""
+    from tasks.detection.adapter import FAMILY_RECIPES, COCODet
+
+    fam, recipe = COCODet.family_recipe("eva02_base_patch14_224.mim_in22k")
+    assert fam == "plain" and recipe.values["attention"] == "global" and recipe.values["augment"] == "lsj"
+    assert COCODet.family_recipe("vit_base_patch16_224")[1] is FAMILY_RECIPES["plain"]

@@ -157,7 +157,7 @@ def test_merge_own_layer_counts_as_the_official_code():
             continue
         assert ids.get(name, head) == _official_layer_id(name, depths)[0], name
     assert trunk_layer_ids(trunk, swin_merge_own_layer=True) == (ids, head)
-    assert trunk_layer_ids(trunk)[1] == sum(depths) + 1  # default: timm's counting, unchanged
+    assert trunk_layer_ids(trunk)[1] == sum(depths) + 1  # default: SimMIM's counting (one id per block)
 
 
 def test_constructor_lr_scales_with_merge_own_layer(v2_ckpt):
@@ -181,7 +181,8 @@ def test_constructor_lr_scales_with_merge_own_layer(v2_ckpt):
     assert official["backbone.trunk.layers.3.blocks.1.mlp.fc1.weight"] == pytest.approx(rate ** 1)
     assert official["backbone.trunk.norm.weight"] == pytest.approx(1.0)
     assert official["head.weight"] == pytest.approx(1.0)
-    default = scales()  # timm: merging shares its stage's first block id, 8 blocks, norm with the last block
+    default = scales()  # SimMIM: a merging takes the id of the block before it, 8 blocks, the norm at the head
     assert default["backbone.trunk.patch_embed.proj.weight"] == pytest.approx(rate ** 9)
-    assert default["backbone.trunk.layers.1.downsample.reduction.weight"] == pytest.approx(rate ** 6)
-    assert default["backbone.trunk.norm.weight"] == pytest.approx(rate)
+    assert default["backbone.trunk.layers.1.downsample.reduction.weight"] == pytest.approx(rate ** 7)
+    assert default["backbone.trunk.layers.0.blocks.1.mlp.fc1.weight"] == pytest.approx(rate ** 7)
+    assert default["backbone.trunk.norm.weight"] == pytest.approx(1.0)

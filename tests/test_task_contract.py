@@ -169,9 +169,11 @@ def test_schedules(tmp_path):
     assert (warm["end"], cosine["begin"], cosine["end"], cosine["T_max"]) == (20, 20, 100, 80)
     assert cosine["eta_min_ratio"] == pytest.approx(1e-2)
     one = _trained(tmp_path, iters=100, schedule="onecycle", min_lr=3e-5)
-    up, down = one.schedule(one.plan(640))
-    assert (up["type"], up["end"], up["start_factor"]) == ("LinearLR", 50, pytest.approx(0.03))
-    assert (down["type"], down["begin"], down["eta_min"], down["power"]) == ("PolyLR", 50, 3e-5, 0.9)
+    (cycle,) = one.schedule(one.plan(640))  # the paper's depth curve (tests/test_lr_schedules.py)
+    assert (cycle["type"], cycle["half"], cycle["end"], cycle["power"]) == ("MIMDepthOneCycleLR", 50, 100, 0.9)
+    assert cycle["eta_min_ratio"] == pytest.approx(0.03)
+    by_epochs = _trained(tmp_path, epochs=25, schedule="onecycle", min_lr=3e-5)  # 10 per epoch: 12 + 12 + 1 epochs
+    assert by_epochs.schedule(by_epochs.plan(640))[0]["half"] == 120
     assert _trained(tmp_path, iters=10).schedule(_trained(tmp_path, iters=10).plan(640)) == []
 
 

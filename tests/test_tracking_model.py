@@ -8,6 +8,7 @@ import copy
 import math
 import pickle
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,9 @@ from tasks.tracking.model import (
     box_cxcywh_to_xyxy,
     box_iou_giou,
     build_tracker,
+    candidate_elimination,
+    ce_keep_rate,
+    ce_template_token,
     centernet_focal_loss,
     gaussian_heatmap,
     joint_rel_pos_bias,
@@ -454,3 +458,269 @@ def test_gradient_checkpointing_gives_the_same_outputs(ckpts, name):
         torch.testing.assert_close(out[k], ref[k])
     _total(model.loss(out, GT)).backward()
     assert model.trunk.patch_embed.proj.weight.grad is not None
+
+
+# ---------------------------------------------------------------------------------------- candidate elimination
+
+def test_ce_keep_rate_follows_ostracks_schedule():
+    # GOT-10k: CE_START_EPOCH 20, CE_WARM_EPOCH 50, keep 0.7; epochs count from 1
+    for epoch in (1, 19, 20):  # epoch 20 is the cosine's start: rate 1, nothing removed yet
+        assert ce_keep_rate(epoch, 20, 50, 0.7) == 1.0
+    assert ce_keep_rate(21, 20, 50, 0.7) == pytest.approx(0.7 + 0.3 * (math.cos(math.pi / 50) + 1) / 2)
+    assert ce_keep_rate(45, 20, 50, 0.7) == pytest.approx(0.85)  # half way
+    assert ce_keep_rate(70, 20, 50, 0.7) == ce_keep_rate(100, 20, 50, 0.7) == 0.7
+    rates = [ce_keep_rate(e, 20, 50, 0.7) for e in range(1, 101)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))  # never rises
+    assert ce_keep_rate(60, 20, 80, 0.7) == pytest.approx(0.85)  # LaSOT: warm 80 epochs
+    assert ce_keep_rate(5, 5, 0, 0.7) == 0.7 and ce_keep_rate(4, 5, 0, 0.7) == 1.0  # no warm-up: a step
+
+
+def test_ce_template_token_is_ostracks_centre_point():
+    # OSTrack's CTR_POINT: slice(3, 4) for 7x7 and 8x8 templates, slice(5, 6) for 12x12, slice(6, 7) for 14x14
+    assert [ce_template_token(g) for g in (7, 8, 12, 14)] == [3 * 7 + 3, 3 * 8 + 3, 5 * 12 + 5, 6 * 14 + 6]
+
+
+def test_candidate_elimination_keeps_the_best_in_score_order():
+    g = torch.Generator().manual_seed(0)
+    nz, n, c = 4, 10, 3
+    h = torch.randn(2, nz + n, c, generator=g)
+    scores = torch.rand(2, n, generator=g)
+    out, kept, removed = candidate_elimination(h, scores, nz, 0.7)
+    assert kept.shape == (2, 7) and removed.shape == (2, 3)  # ceil(0.7 * 10)
+    for b in range(2):
+        order = scores[b].argsort(descending=True)
+        assert kept[b].tolist() == order[:7].tolist() and removed[b].tolist() == order[7:].tolist()
+        torch.testing.assert_close(out[b, nz:], h[b, nz + kept[b]], rtol=0, atol=0)
+    torch.testing.assert_close(out[:, :nz], h[:, :nz], rtol=0, atol=0)  # the template stays, in place
+    # a second elimination speaks in grid indices: ceil(0.7 * 7) = 5 of the kept ones stay
+    scores2 = torch.rand(2, 7, generator=g)
+    out2, kept2, removed2 = candidate_elimination(out, scores2, nz, 0.7, kept)
+    assert kept2.shape == (2, 5) and removed2.shape == (2, 2)
+    for b in range(2):
+        order = scores2[b].argsort(descending=True)
+        assert kept2[b].tolist() == kept[b, order[:5]].tolist()
+        assert sorted(kept2[b].tolist() + removed2[b].tolist() + removed[b].tolist()) == list(range(n))
+        torch.testing.assert_close(out2[b, nz:], h[b, nz + kept2[b]], rtol=0, atol=0)
+    # a rate that keeps every token changes nothing
+    same, idx, gone = candidate_elimination(h, scores, nz, 0.999)
+    assert same is h and idx is None and gone is None
+
+
+def _reference_ce_features(model, z_img, x_img, ce_layers, keep, bias_of=None):
+    """The one-stream trunk with candidate elimination written out: every block's attention in full, the centre
+    template token's row (mean over heads) ranks the search tokens after the block, the kept ones go on sorted by
+    it, and the removed ones are zeros at their cells after the final norm. ``bias_of(blk)``: a BEiT block's joint
+    bias (heads, N, N) over the original tokens, gathered here per sample for the tokens still present."""
+    t = model.trunk
+    z, x = model._tokens(z_img), model._tokens(x_img)
+    if model.has_abs_pos:
+        z, x = z + t.pos_embed_template, x + t.pos_embed_search
+    h = torch.cat([z, x], 1)
+    nz, c = z.shape[1], ce_template_token(model.template_feat_size)
+    b = h.shape[0]
+    tokens = torch.arange(h.shape[1]).expand(b, -1)
+    for i, blk in enumerate(t.blocks):
+        attn = blk.attn
+        xn = blk.norm1(h)
+        qkv_bias = None
+        if getattr(attn, "q_bias", None) is not None:
+            qkv_bias = torch.cat([attn.q_bias, torch.zeros_like(attn.q_bias), attn.v_bias])
+        elif attn.qkv.bias is not None:
+            qkv_bias = attn.qkv.bias
+        q, k, v = F.linear(xn, attn.qkv.weight, qkv_bias).reshape(b, h.shape[1], 3, attn.num_heads, -1).permute(
+            2, 0, 3, 1, 4)
+        logits = (q * attn.scale) @ k.transpose(-2, -1)
+        if bias_of is not None:
+            full = bias_of(blk)
+            logits = logits + torch.stack([full[:, tok][:, :, tok] for tok in tokens])
+        weights = logits.softmax(-1)
+        a = attn.proj((weights @ v).transpose(1, 2).reshape(b, h.shape[1], -1))
+        gamma_1 = getattr(blk, "gamma_1", None)
+        h = h + (gamma_1 * a if gamma_1 is not None else blk.ls1(a))
+        m = blk.mlp(blk.norm2(h))
+        gamma_2 = getattr(blk, "gamma_2", None)
+        h = h + (gamma_2 * m if gamma_2 is not None else blk.ls2(m))
+        if i in ce_layers:
+            n = h.shape[1] - nz
+            n_keep = math.ceil(keep * n)
+            score = weights[:, :, c, nz:].mean(1)  # (B, n)
+            order = score.argsort(dim=1, descending=True)[:, :n_keep]
+            h = torch.cat([h[:, :nz], torch.stack([h[j, nz + order[j]] for j in range(b)])], 1)
+            tokens = torch.cat([tokens[:, :nz], torch.stack([tokens[j, nz + order[j]] for j in range(b)])], 1)
+    h = getattr(t, model._final_norm)(h)
+    out = torch.zeros(b, model.feat_size ** 2, h.shape[-1])
+    for j in range(b):
+        out[j, tokens[j, nz:] - nz] = h[j, nz:]
+    return out.transpose(1, 2).reshape(b, -1, model.feat_size, model.feat_size), tokens[:, nz:] - nz
+
+
+def test_one_stream_ce_equals_a_written_out_elimination(ckpts):
+    model = _build(ckpts, "vit", ce_layers=[0, 1], ce_keep_ratio=0.7).eval()
+    assert model.ce_layers == (0, 1) and model.ce_keep_ratio == 0.7
+    z_img, x_img = _inputs(model)
+    with torch.no_grad():
+        feat, info = model.forward_features(z_img, x_img)
+        ref, ref_kept = _reference_ce_features(model, z_img, x_img, (0, 1), 0.7)
+    # 64 search tokens -> ceil(0.7 * 64) = 45 -> ceil(0.7 * 45) = 32
+    assert [r.shape for r in info["removed"]] == [(2, 19), (2, 13)] and info["kept"].shape == (2, 32)
+    assert torch.equal(info["kept"], ref_kept)
+    torch.testing.assert_close(feat, ref, atol=1e-5, rtol=1e-5)
+    for j in range(2):  # every cell once: kept or removed at one of the eliminations
+        cells = torch.cat([info["kept"][j]] + [r[j] for r in info["removed"]])
+        assert sorted(cells.tolist()) == list(range(64))
+    # removed cells are zeros at their grid position, kept ones are not (the order restored)
+    flat = feat.flatten(2)  # (B, C, G*G)
+    for j in range(2):
+        gone = torch.cat([r[j] for r in info["removed"]])
+        assert not flat[j][:, gone].any() and flat[j][:, info["kept"][j]].abs().sum(0).gt(0).all()
+    out = model(z_img, x_img)
+    assert out["score"].shape == (2, 1, 8, 8) and torch.isfinite(out["score"]).all()
+
+
+def test_one_stream_ce_off_is_the_plain_forward(ckpts):
+    plain = _build(ckpts, "vit").eval()
+    assert plain.ce_layers == () and plain.ce_keep_ratio == 1.0
+    inputs = _inputs(plain)
+    with torch.no_grad():
+        ref = plain(*inputs)
+        for kw, rate in ((dict(ce_layers=[0, 1], ce_keep_ratio=1.0), None),  # keep ratio 1: off
+                         (dict(ce_layers=[0, 1], ce_keep_ratio=0.7), 1.0),  # the schedule's rate 1 (before start)
+                         (dict(ce_layers=[0, 1], ce_keep_ratio=0.7), 0.999)):  # ceil(0.999 * 64) = 64
+            model = _build(ckpts, "vit", **kw).eval()
+            model.load_state_dict(plain.state_dict())  # the same (randomly initialised) head
+            out = model(*inputs, ce_keep_rate=rate)
+            for k in ref:
+                torch.testing.assert_close(out[k], ref[k], rtol=0, atol=0)
+            assert model.forward_features(*inputs, ce_keep_rate=rate)[1] == {"kept": None, "removed": []}
+
+
+def test_one_stream_ce_never_removes_template_tokens(ckpts):
+    model = _build(ckpts, "vit", ce_layers=[0], ce_keep_ratio=0.5).eval()
+    z_img, x_img = _inputs(model)
+    seen = []
+    for blk in model.trunk.blocks:
+        blk.register_forward_hook(lambda m, a, out: seen.append((a[0], out)))
+    with torch.no_grad():
+        _, info = model.forward_features(z_img, x_img)
+    (_, out0), (in1, _) = seen
+    nz = model.template_feat_size ** 2
+    assert out0.shape[1] == nz + 64 and in1.shape[1] == nz + 32  # half the search tokens left, no template one
+    torch.testing.assert_close(in1[:, :nz], out0[:, :nz], rtol=0, atol=0)  # every template token, in place
+    for j in range(2):
+        torch.testing.assert_close(in1[j, nz:], out0[j, nz + info["kept"][j]], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("name", ["beit_shared", "beit_block"])
+def test_beit_ce_gathers_the_relative_position_bias(ckpts, name):
+    """The BEiT bias follows the kept tokens: rows and columns of the joint bias picked per sample, in the CE score
+    (the centre token's row) and in every later block."""
+    model = _build(ckpts, name, ce_layers=[0], ce_keep_ratio=0.6).eval()
+    t = model.trunk
+    grids = ((4, 4), (8, 8))
+
+    def bias_of(blk):
+        if name == "beit_shared":
+            return joint_rel_pos_bias(t.rel_pos_bias.relative_position_bias_table, t.rel_pos_bias.window_size, *grids)
+        return joint_rel_pos_bias(blk.attn.relative_position_bias_table, blk.attn.window_size, *grids)
+
+    z_img, x_img = _inputs(model)
+    with torch.no_grad():
+        feat, info = model.forward_features(z_img, x_img)
+        ref, ref_kept = _reference_ce_features(model, z_img, x_img, (0,), 0.6, bias_of)
+    assert info["kept"].shape == (2, 39) and torch.equal(info["kept"], ref_kept)  # ceil(0.6 * 64)
+    torch.testing.assert_close(feat, ref, atol=1e-5, rtol=1e-5)
+    # with grad: every parameter (bias tables included) still learns
+    _total(model.train().loss(model(z_img, x_img), GT)).backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not no_grad, no_grad
+
+
+@pytest.mark.parametrize("name", ["vit", "beit_block"])
+def test_ce_with_gradient_checkpointing_gives_the_same_outputs(ckpts, name):
+    model = _build(ckpts, name, ce_layers=[0], ce_keep_ratio=0.7).eval()
+    inputs = _inputs(model)
+    ref = model(*inputs)
+    model.trunk.set_grad_checkpointing(True)
+    out = model(*inputs)
+    for k in ref:
+        torch.testing.assert_close(out[k], ref[k])
+    _total(model.loss(out, GT)).backward()
+    tables = [p for n, p in model.trunk.named_parameters() if "relative_position_bias_table" in n]
+    assert all(p.grad is not None for p in tables)
+
+
+def test_ce_settings_are_checked(ckpts, caplog):
+    with pytest.raises(BenchmarkError, match=r"ce_keep_ratio=1.5 is not in \(0, 1\]"):
+        _build(ckpts, "vit", ce_layers=[0], ce_keep_ratio=1.5)
+    with pytest.raises(BenchmarkError, match="count from 0"):
+        _build(ckpts, "vit", ce_layers=[-1], ce_keep_ratio=0.7)
+    with caplog.at_level("WARNING"):  # OSTrack eliminates only at blocks that exist
+        model = _build(ckpts, "vit", ce_layers=[1, 3, 6, 9], ce_keep_ratio=0.7)
+    assert model.ce_layers == (1,) and "[3, 6, 9] are skipped" in caplog.text
+
+
+def test_tracker_model_trains_with_the_scheduled_keep_rate(ckpts):
+    pytest.importorskip("mmengine")
+    from tasks.tracking.parts import TrackerModel
+
+    model = TrackerModel(ckpts["vit"], template_size=16, search_size=32, head_channels=32, ce_layers=[0, 1],
+                         ce_keep_ratio=0.7, ce_start_epoch=20, ce_warm_epochs=50, ce_epoch_iters=468.75)
+    # step s (0-based) is in epoch floor(s / 468.75) + 1 (OSTrack's 60,000 pairs per epoch at batch 128)
+    assert model.ce_keep_rate(0) == model.ce_keep_rate(8906) == 1.0  # epochs 1 .. 19
+    assert model.ce_keep_rate(8907) == 1.0  # epoch 20: the cosine's start
+    assert model.ce_keep_rate(9375) == pytest.approx(ce_keep_rate(21, 20, 50, 0.7))  # epoch 21
+    assert 0.99 < model.ce_keep_rate(9375) < 1
+    assert model.ce_keep_rate(32812) == 0.7  # epoch 70 on
+    rates = []
+    model.backbone.register_forward_pre_hook(lambda m, a, kw: rates.append(kw.get("ce_keep_rate")), with_kwargs=True)
+    z, x = _inputs(model.backbone)
+    model.train_steps.fill_(9375)
+    model(list(z), list(x), box=list(GT), mode="loss")
+    assert rates[-1] == pytest.approx(ce_keep_rate(21, 20, 50, 0.7)) and int(model.train_steps) == 9376
+    model.eval()
+    model(z, x, mode="tensor")  # evaluation: the tracker's own rate, 0.7 (OSTrack's test rule)
+    assert rates[-1] is None and int(model.train_steps) == 9376
+
+
+def test_tracking_presets_resolve_candidate_elimination(ckpts, tmp_path):
+    """`paper` on a plain ViT: OSTrack's CE (blocks 3, 6, 9, keep 0.7, from epoch 20 over 50 / 80 epochs), the
+    schedule in the run's epochs, so a shortened run (`iters`) keeps its shape; `ci` and Swin: none."""
+    pytest.importorskip("mmengine")
+    from pathlib import Path
+
+    from benchmark import registry
+    from tasks.base import RunContext
+    from tasks.tracking.adapter import GOT10k, LaSOT
+
+    def model_cfg(cls, preset, ckpt, **overrides):
+        spec = registry.get_task(cls.__name__.lower())
+        ctx = RunContext(spec=spec, ckpt=Path(ckpt), ckpt_sha256="", data_root=tmp_path, preset=preset,
+                         params=cls.resolve_params(spec, preset, overrides), seed=0, subset=0, work_dir=tmp_path,
+                         cache_dir=tmp_path)
+        return cls(ctx).model()
+
+    ce = ("ce_layers", "ce_keep_ratio", "ce_start_epoch", "ce_warm_epochs", "ce_epoch_iters")
+    got = model_cfg(GOT10k, "paper", ckpts["vit"])
+    assert tuple(got[k] for k in ce) == ([3, 6, 9], 0.7, 20.0, 50.0, 468.75)  # 46,875 steps of 128 pairs
+    lasot = model_cfg(LaSOT, "paper", ckpts["vit"])
+    assert tuple(lasot[k] for k in ce) == ([3, 6, 9], 0.7, 20.0, 80.0, 468.75)
+    short = model_cfg(GOT10k, "paper", ckpts["vit"], iters=300)
+    assert tuple(short[k] for k in ce) == ([3, 6, 9], 0.7, 20.0, 50.0, 3.0)  # 100 epochs of 3 steps
+    assert not any(k in model_cfg(GOT10k, "ci", ckpts["vit"]) for k in ce)
+    assert not any(k in model_cfg(LaSOT, "paper", ckpts["swin"]) for k in ce)
+    with pytest.raises(BenchmarkError, match="ce_keep_ratio=0.0 is not in"):
+        model_cfg(GOT10k, "paper", ckpts["vit"], ce_keep_ratio=0.0)
+
+
+def test_box_update_per_design():
+    """OSTrack's clip_box keeps >= 10 px of the box in the image; SwinTrack holds the search centre's corners in
+    [0.5, size - 0.5] and keeps the previous box when nothing of the prediction is left in view."""
+    from tasks.tracking.parts import clip_box, swintrack_update
+
+    old = np.array([10.0, 10.0, 20.0, 20.0])
+    np.testing.assert_allclose(clip_box(np.array([-30.0, 5.0, 35.0, 20.0]), 100, 80), [0, 5, 10, 20])
+    np.testing.assert_allclose(swintrack_update(old, np.array([-30.0, 5.0, 35.0, 20.0]), 100, 80),
+                               [0.5, 5, 4.5, 20])
+    np.testing.assert_allclose(swintrack_update(old, np.array([90.0, 70.0, 30.0, 30.0]), 100, 80),
+                               [90, 70, 9.5, 9.5])
+    np.testing.assert_allclose(swintrack_update(old, np.array([120.0, 5.0, 10.0, 10.0]), 100, 80), old)

@@ -11,8 +11,12 @@ Protocol (the paper's depth code; docs/protocols.md):
 * training (``TrainedTask``): mmseg's ``RandomDepthMix`` (CutDepth-style) + horizontal flip + random crop, then
   (``color_aug``) the paper's photometric augmentation ``DepthColorAug``; AdamW (wd 0.05) with layer-wise lr decay,
   drop path (``swin_merge_own_layer``: Swin patch mergings count as layers, as the paper's optimizer); the
-  ``onecycle`` schedule: lr rises linearly from ``min_lr`` to ``lr`` over the first half of training
-  and falls back with a polynomial (power 0.9) over the second half.
+  ``onecycle`` schedule of the paper's train.py (``tasks.lr_schedules``): with s the elapsed fraction of each half,
+  lr rises as ``min_lr + (lr - min_lr) * s^0.9`` over floor(epochs / 2) epochs, falls as
+  ``lr - (lr - min_lr) * s^0.9`` over as many, then stays at ``min_lr`` (25 epochs: 12 + 12 + 1), every step, each
+  layer-decay group scaled by its own factor (its ``min_lr`` too). ``output_norm``: the norm on the Swin stage-4
+  map the head reads, a new LayerNorm (``fresh``: weight 1, bias 0, at the head's lr with ``swin_merge_own_layer``,
+  as the paper's SwinV2 ``norm3``) or the checkpoint's final norm (``pretrained``).
 * evaluation: the flip test on the whole image (KITTI: its KB crop) or, ``test_mode: slide``, the paper's
   shifted-window test; ``MIMDepthMetric`` — depth range and crop of the dataset (NYU: Eigen crop, [1e-3, 10] m;
   KITTI: Garg crop placed on the 352×1216 KB crop as the paper's code, [1e-3, 80] m), errors per image, averaged
@@ -39,9 +43,10 @@ from . import layout
 log = logging.getLogger("benchmark")
 
 OVERRIDES = "dataset_overrides.json"
-# the paper's SwinV2 fine-tuning geometry and layer counting (SwinV2-B; the code has no ViT)
+# the paper's SwinV2 fine-tuning geometry, layer counting and output norm (SwinV2-B; the code has no ViT)
 PAPER_SOURCE = ("SwinTransformer/MIM-Depth-Estimation README train commands (--window_size, --pretrain_window_size "
-                "12 12 12 6, --use_shift True True False False) + models/optimizer.py get_num_layer_for_swin")
+                "12 12 12 6, --use_shift True True False False) + models/optimizer.py get_num_layer_for_swin + "
+                "models/swin_transformer_v2.py (a new norm3 on the last stage)")
 METRICS = ("rmse", "abs_rel", "sq_rel", "rmse_log", "log10", "silog", "d1", "d2", "d3")
 
 
@@ -73,6 +78,10 @@ class _DepthAdapter(mm.TrainedTask):
         "swin_merge_own_layer": Param(False, bool, "layer decay counts each Swin patch merging as its own layer "
                                       "and the output norm at the head's lr, as the paper's optimizer (null: on "
                                       "for Swin)", nullable=True),
+        "output_norm": Param("pretrained", str, "norm of the Swin stage-4 map the head reads: fresh (a new LayerNorm, "
+                             "weight 1 / bias 0, as the paper's SwinV2 norm3) or pretrained (the checkpoint's final "
+                             "norm); Swin only (null: fresh for Swin; other families keep the pre-trained norm, the "
+                             "paper has no ViT depth code)", nullable=True, choices=("fresh", "pretrained")),
     }
 
     @cached_property
@@ -145,7 +154,7 @@ class _DepthAdapter(mm.TrainedTask):
             type="FlipDepthEstimator",
             data_preprocessor=dict(type="SegDataPreProcessor", mean=mm.IMAGENET_MEAN, std=mm.IMAGENET_STD,
                                    bgr_to_rgb=True, pad_val=0, seg_pad_val=0, size_divisor=32),
-            backbone=self.backbone(out_indices=(level,), **self._swin_geometry()),
+            backbone=self.backbone(out_indices=(level,), **self._swin_geometry(), **self._output_norm()),
             decode_head=dict(type="MIMDepthHead", in_channels=channels, channels=p["decoder_channels"],
                              max_depth=float(ds["max_depth"]), num_deconv_filters=filters,
                              loss_decode=dict(type="SiLogLoss"),
@@ -168,6 +177,19 @@ class _DepthAdapter(mm.TrainedTask):
             return {}
         return dict(window_size=[int(w) for w in window], img_size=[int(v) for v in self.p["crop_size"]])
 
+    def _output_norm(self) -> dict:
+        """MIMBackbone's ``fresh_output_norm`` for ``output_norm: fresh`` (Swin only; null: the checkpoint's)."""
+        from benchmark.errors import BenchmarkError
+        from benchmark.families import family
+
+        if self.p.get("output_norm") != "fresh":
+            return {}
+        arch = str(self.meta["arch"])
+        if family(arch) != "swin":
+            raise BenchmarkError(f"{self.ctx.spec.name}: output_norm fresh (the paper's SwinV2 norm3) needs a Swin "
+                                 f"backbone, not {arch}", "use output_norm: pretrained (or null) for this backbone")
+        return dict(fresh_output_norm=True)
+
     def metrics(self, results: dict[str, dict[str, float]]) -> dict[str, float]:
         return mm.pick(results["test"], {n: n for n in METRICS})
 
@@ -177,7 +199,7 @@ class NYUDepth(_DepthAdapter):
 
     family_recipes: ClassVar[dict[str, mm.FamilyRecipe]] = {
         "swin": mm.FamilyRecipe(PAPER_SOURCE + " (NYUv2 command: --window_size 30 30 30 15)",
-                                dict(swin_window=[30, 30, 30, 15], swin_merge_own_layer=True))}
+                                dict(swin_window=[30, 30, 30, 15], swin_merge_own_layer=True, output_norm="fresh"))}
 
     @classmethod
     def check_data(cls, spec, root: Path) -> None:
@@ -207,7 +229,7 @@ class KITTIDepth(_DepthAdapter):
 
     family_recipes: ClassVar[dict[str, mm.FamilyRecipe]] = {
         "swin": mm.FamilyRecipe(PAPER_SOURCE + " (KITTI command: --window_size 22 22 22 11)",
-                                dict(swin_window=[22, 22, 22, 11], swin_merge_own_layer=True))}
+                                dict(swin_window=[22, 22, 22, 11], swin_merge_own_layer=True, output_norm="fresh"))}
 
     @classmethod
     def check_data(cls, spec, root: Path) -> None:

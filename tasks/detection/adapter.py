@@ -16,7 +16,7 @@ Protocol (docs/protocols.md):
   11), new zero-initialised decomposed relative-position tables in every block, no class token
   (:mod:`benchmark.vitdet_attention`); ``attention: global`` keeps timm's global attention in every block (with the
   class token), the attention the checkpoint was pre-trained with. BEiT checkpoints keep global attention (their own
-  relative-position bias); EVA has no window-attention port (``attention=global``).
+  relative-position bias); EVA has no window-attention port: its recipe resolves ``attention: global``.
 * training, by backbone family (a preset value of ``null`` takes the family's):
   - Swin / SwinV2 — mmdet's ``mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x`` recipe: flip, then one of two branches
     (``augment: multiscale_crop``): the short side drawn from 480…800 (long side ≤ 1333), or a resize to a short
@@ -63,6 +63,9 @@ FAMILY_RECIPES: dict[str, mm.FamilyRecipe] = {
 }
 # BEiT: the ViTDet recipe with its own attention (global, with its per-block relative-position bias)
 FAMILY_RECIPES["beit"] = mm.FamilyRecipe(VITDET_SOURCE, {**FAMILY_RECIPES["plain"].values, "attention": "global"})
+# EVA (a plain ViT with rotary embeddings): no window-attention port, so global attention as BEiT
+FAMILY_RECIPES["eva"] = mm.FamilyRecipe(VITDET_SOURCE + " (global attention: EVA has no window-attention port)",
+                                        {**FAMILY_RECIPES["plain"].values, "attention": "global"})
 VITDET_WINDOW = 14  # ViTDet's window; its global blocks: the last of each depth quarter (vitdet_attention)
 NORM_2D = "MIMLayerNorm2d"  # LayerNorm over the channels of an NCHW map (detectron2's "LN"), for the ViTDet heads
 LAST_LEVEL_MAX_POOL = "MIMLastLevelMaxPool"  # ViTDet's neck-free pyramid: the backbone's levels + a max-pooled P6
@@ -108,6 +111,11 @@ class COCODet(mm.TrainedTask):
                            nullable=True),
         "head_no_decay": Param([], list, "parameters outside the trunk without weight decay, fnmatch patterns (null: "
                                          "Swin its stage-output norms / ViT the heads' LayerNorms)", nullable=True),
+        # mmdet's Swin custom_keys (norm, position tables: decay_mult 0) and detectron2's weight_decay_norm=0 with
+        # its pos_embed override: norm layers and position tables without weight decay, biases decayed
+        "no_decay_rule": Param("norms", str, "parameters without weight decay: norms (the official recipes: norm "
+                                             "layers and position tables), 1d (also every bias) or none",
+                               choices=("1d", "norms", "none")),
         "augment": Param(None, str, "multiscale_crop (Swin 3x recipe: multi-scale or resize-crop-resize), multiscale "
                                     "(its first branch only) or lsj (ViTDet large-scale jitter); null: the family's",
                          nullable=True, choices=("multiscale_crop", "multiscale", "lsj")),

@@ -50,11 +50,13 @@ FAMILY_RECIPES: dict[str, mm.FamilyRecipe] = {
     # (the Feature2Pyramid neck's one norm layer, a BN inside an nn.Sequential, is `neck.upsample_4x.1`)
     "plain": mm.FamilyRecipe(MAE_SOURCE, dict(
         lr=1e-4, weight_decay=0.05, layer_decay=0.65, drop_path=0.1, channels=768, test_mode="slide",
-        head_no_decay=["*.bias", "*.bn.weight", "neck.upsample_4x.1.weight"], vit_neck="feature2pyramid")),
-    # custom_keys 'norm' (decay_mult 0) also matches the backbone's stage-output norms
+        head_no_decay=["*.bias", "*.bn.weight", "neck.upsample_4x.1.weight"], vit_neck="feature2pyramid",
+        no_decay_rule="1d")),
+    # custom_keys 'norm', 'absolute_pos_embed', 'relative_position_bias_table' (decay_mult 0): the trunk's biases
+    # are decayed; 'norm' also matches the backbone's stage-output norms
     "swin": mm.FamilyRecipe(SWIN_SOURCE, dict(
         lr=6e-5, weight_decay=0.01, layer_decay=1.0, drop_path=0.3, channels=512, test_mode="whole",
-        head_no_decay=["backbone.out_norms.*"])),
+        head_no_decay=["backbone.out_norms.*"], no_decay_rule="norms")),
 }
 
 
@@ -79,6 +81,9 @@ class ADE20KSeg(mm.TrainedTask):
                            nullable=True),
         "head_no_decay": Param([], list, "parameters outside the trunk without weight decay, fnmatch patterns (null: "
                                          "ViT every bias and BN weight / Swin its stage-output norms)", nullable=True),
+        "no_decay_rule": Param(None, str, "parameters without weight decay (null: ViT 1d = every 1-D parameter and "
+                                          "position tables / Swin norms = norm layers and position tables, biases "
+                                          "decayed)", nullable=True, choices=("1d", "norms", "none")),
         "scale": Param([2048, 512], list, "RandomResize / test Resize scale (long, short side)"),
         "crop_size": Param([512, 512], list, "training crop (height, width)"),
         "cat_max_ratio": Param(0.75, float, "RandomCrop: largest share one class may take of a crop"),

@@ -35,7 +35,12 @@ class ADE20KMask2Former(ADE20KSeg):
         "lr": Param(1e-4, float, "peak learning rate for the total batch_size"),
         "weight_decay": Param(0.05, float, "AdamW weight decay"),
         "layer_decay": Param(1.0, float, "layer-wise lr decay rate (1: none, the reference recipe)"),
-        "backbone_lr_mult": Param(0.1, float, "lr multiplier of the whole backbone"),
+        "backbone_lr_mult": Param(0.1, float, "lr multiplier of the whole backbone (its stage-output norms and "
+                                              "pyramid included)"),
+        # custom_keys (norms, position tables, query / level embeddings) and norm_decay_mult=0: biases decayed
+        "no_decay_rule": Param("norms", str, "parameters without weight decay: norms (the official recipe: norm "
+                                             "layers, position tables), 1d (also every bias) or none",
+                               choices=("1d", "norms", "none")),
         "clip_grad": Param(0.01, float, "max gradient L2 norm (null: no clipping)", nullable=True),
         "warmup_iters": Param(0, int, "linear warm-up length in iterations", nullable=True),
         "poly_power": Param(0.9, float, "power of the poly decay"),

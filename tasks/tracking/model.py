@@ -36,6 +36,17 @@ decay finds it; everything else is head.
   ground-truth map to the head): the box branches learn only at the cell the tracker would pick.
 * Window (OSTrack's test rule): the score map is multiplied by a Hann window before the argmax
   (:meth:`hann_window`: OSTrack's ``hann2d(centered=True)``).
+* Candidate elimination (OSTrack's CE; off unless ``ce_layers`` is given): at each block of ``ce_layers`` (0-based;
+  OSTrack ``CE_LOC`` [3, 6, 9]) the attention that the template's centre token (OSTrack's ``CTR_POINT``: cell
+  ``((Gz - 1) // 2, (Gz - 1) // 2)``) pays to every search token, a softmax over all current tokens averaged over
+  the heads, ranks the search tokens; the ``ceil(keep * n)`` best of the ``n`` still present stay, in that order
+  (descending attention), the rest leave the trunk for good. Template tokens always stay. The attention is
+  written out for the centre query only (no gradient; with the block's own q / k weights, q-k norms and BEiT
+  bias); the block itself runs unchanged (fused attention) and the tokens are dropped from its output, which
+  equals OSTrack's dropping between the block's attention and its MLP (the MLP and the norms act per token). A
+  BEiT bias follows the kept tokens: its rows and columns are gathered per sample. After the final norm every
+  removed search token is put back at its grid position as zeros (the order restored) before the head.
+  ``ce_keep_ratio`` (0.7) is the test-time rate; training passes the scheduled rate (:func:`ce_keep_rate`).
 
 **Two-stream tracker** (:class:`TwoStreamTracker`, SwinTrack) for Swin / SwinV2 backbones:
 
@@ -67,21 +78,27 @@ decay finds it; everything else is head.
   (outer product).
 
 Common interface: ``forward(template, search) -> dict`` (``'score'``: logits (B, 1, G, G); one-stream adds
-``'size'`` and ``'offset'`` (B, 2, G, G), two-stream ``'box'`` (B, 4, G, G)), ``loss(out, gt_box) -> dict``
-(weighted ``loss_*`` terms and ``iou``, the mean IoU of the boxes decoded without window), ``decode(out, window)
--> (boxes, scores)`` and ``hann_window()``; ``build_tracker`` picks the design from the checkpoint's family.
+``'size'`` and ``'offset'`` (B, 2, G, G) and takes an optional ``ce_keep_rate``, two-stream ``'box'`` (B, 4, G,
+G)), ``loss(out, gt_box) -> dict`` (weighted ``loss_*`` terms and ``iou``, the mean IoU of the boxes decoded
+without window), ``decode(out, window) -> (boxes, scores)`` and ``hann_window()``; ``build_tracker`` picks the
+design from the checkpoint's family.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, resample_abs_pos_embed, trunc_normal_
+from timm.layers.attention import Attention as _TimmAttention
 from timm.models import beit as _timm_beit
+from timm.models import eva as _timm_eva
+from timm.models import vision_transformer as _timm_vit
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint as _grad_checkpoint
 
@@ -93,6 +110,7 @@ from benchmark.layer_decay import TrunkHolder
 
 __all__ = [
     "OneStreamTracker", "TwoStreamTracker", "CenterHead", "build_tracker", "tracker_design", "joint_rel_pos_bias",
+    "candidate_elimination", "ce_keep_rate", "ce_template_token",
     "box_cxcywh_to_xyxy", "box_iou_giou", "centernet_focal_loss", "gaussian_heatmap", "varifocal_loss",
     "positive_cells",
 ]
@@ -102,6 +120,8 @@ OSTRACK_WEIGHTS = {"focal": 1.0, "giou": 2.0, "l1": 5.0}
 SWINTRACK_WEIGHTS = {"varifocal": 1.5, "giou": 1.5}
 SWINTRACK_WINDOW_WEIGHT = 0.49
 SWIN_STAGE = 2  # stage 3 of 4: stride 16 for 4-px patches
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -283,14 +303,92 @@ def joint_rel_pos_bias(table: Tensor, window, grid_z: tuple[int, int], grid_x: t
     return out
 
 
+def _gather_bias(bias: Tensor, tokens: Tensor | None) -> Tensor:
+    """A joint bias (heads, N, N) for the tokens still present: (1, heads, N, N) when ``tokens`` is None (all, in
+    order), else (B, heads, L, L) with rows and columns picked per sample by ``tokens`` (B, L), indices into the
+    original ``[template; search]`` sequence."""
+    if tokens is None:
+        return bias.unsqueeze(0)
+    return bias[:, tokens[:, :, None], tokens[:, None, :]].transpose(0, 1)
+
+
 class _JointBeitAttention(_timm_beit.Attention):
-    """timm BEiT attention whose per-block table yields :func:`joint_rel_pos_bias` for ``self._joint_grids``."""
+    """timm BEiT attention whose per-block table yields :func:`joint_rel_pos_bias` for ``self._joint_grids``,
+    gathered for the tokens left by candidate elimination while ``self._joint_tokens`` is set (:func:`_run_block`)."""
 
     _joint_grids: tuple[tuple[int, int], tuple[int, int]]
+    _joint_tokens: Tensor | None = None
+
+    def _joint_bias(self) -> Tensor:
+        grid_z, grid_x = self._joint_grids
+        return joint_rel_pos_bias(self.relative_position_bias_table, self.window_size, grid_z, grid_x)
 
     def _get_rel_pos_bias(self) -> Tensor:
-        grid_z, grid_x = self._joint_grids
-        return joint_rel_pos_bias(self.relative_position_bias_table, self.window_size, grid_z, grid_x).unsqueeze(0)
+        return _gather_bias(self._joint_bias(), self._joint_tokens)
+
+
+def _run_block(blk: nn.Module, h: Tensor, tokens: Tensor | None, **kwargs: Any) -> Tensor:
+    """One trunk block on ``h``; a BEiT block with its own table gathers its bias for ``tokens`` (None: all tokens).
+    The token index is set and cleared around the call, so a checkpointed block recomputes with the same one."""
+    attn = getattr(blk, "attn", None)
+    if tokens is None or not isinstance(attn, _JointBeitAttention):
+        return blk(h, **kwargs)
+    attn._joint_tokens = tokens
+    try:
+        return blk(h, **kwargs)
+    finally:
+        attn._joint_tokens = None
+
+
+# -- candidate elimination (OSTrack's CE) -----------------------------------------------------------------------
+
+def ce_template_token(template_feat_size: int) -> int:
+    """Index of the template token whose attention ranks the search tokens: OSTrack's ``CTR_POINT``, cell
+    ``((G - 1) // 2, (G - 1) // 2)`` of the G x G template grid (OSTrack lists 3 for G = 7 and 8, 5 for 12, 6 for
+    14), row-major."""
+    c = (int(template_feat_size) - 1) // 2
+    return c * int(template_feat_size) + c
+
+
+def ce_keep_rate(epoch: float, start_epoch: float, warm_epochs: float, keep_ratio: float) -> float:
+    """OSTrack's training keep rate (``adjust_keep_rate`` with ``ITERS_PER_EPOCH=1``): 1 before ``start_epoch``,
+    ``keep_ratio`` from ``start_epoch + warm_epochs`` on, and in between a cosine from 1 down to ``keep_ratio``:
+    ``keep + (1 - keep) * (cos((epoch - start) / warm * pi) + 1) / 2``. OSTrack's epochs count from 1 and the
+    rate is constant within an epoch."""
+    keep = float(keep_ratio)
+    if epoch < start_epoch:
+        return 1.0
+    if epoch >= start_epoch + warm_epochs:
+        return keep
+    return keep + (1.0 - keep) * (math.cos((epoch - start_epoch) / warm_epochs * math.pi) + 1.0) * 0.5
+
+
+def candidate_elimination(h: Tensor, scores: Tensor, num_template: int, keep_rate: float,
+                          search_index: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """OSTrack's ``candidate_elimination`` on tokens ``h`` (B, Nz + n, C) = ``[template; search]``.
+
+    ``scores`` (B, n): the template's attention to each present search token. The ``ceil(keep_rate * n)`` search
+    tokens with the highest scores stay, ordered by descending score (OSTrack sorts, then takes the head); the
+    template tokens are never touched. ``search_index`` (B, n): the original search-grid index of each present
+    token (None: all present, in grid order). Returns the new tokens, the kept tokens' grid indices and the removed
+    ones'; when nothing would be removed, ``h``, ``search_index`` and None come back unchanged.
+    """
+    b, n, c = h.shape
+    ls = n - int(num_template)
+    keep = math.ceil(float(keep_rate) * ls)
+    if keep >= ls:
+        return h, search_index, None
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    top, rest = order[:, :keep], order[:, keep:]
+    if search_index is None:
+        search_index = torch.arange(ls, device=h.device).expand(b, ls)
+    kept = h[:, num_template:].gather(1, top[:, :, None].expand(-1, -1, c))
+    return (torch.cat([h[:, :num_template], kept], dim=1), search_index.gather(1, top),
+            search_index.gather(1, rest))
+
+
+_CE_ATTENTIONS = (_timm_beit.Attention, _timm_eva.EvaAttention, _TimmAttention)
+_CE_BLOCKS = (_timm_beit.Block, _timm_eva.EvaBlock, _timm_vit.Block)  # pre-norm: attn(norm1(x))
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -335,11 +433,14 @@ class OneStreamTracker(_Tracker):
 
     ``trunk``: the timm model (ViTs built with ``dynamic_img_size=True``); it is modified in place (prefix tokens
     and the original position embedding removed, per-grid position embeddings added, BEiT attention swapped).
+    ``ce_layers`` / ``ce_keep_ratio``: candidate elimination after these blocks (0-based) at this keep ratio (the
+    rate :meth:`forward` uses unless given ``ce_keep_rate``); empty or ratio 1: off, the plain OSTrack forward.
     """
 
     window_rule = "multiply"
 
-    def __init__(self, trunk: nn.Module, *, template_size: int, search_size: int, head_channels: int = 256):
+    def __init__(self, trunk: nn.Module, *, template_size: int, search_size: int, head_channels: int = 256,
+                 ce_layers: Sequence[int] = (), ce_keep_ratio: float = 1.0):
         super().__init__()
         if getattr(trunk, "rope", None) is not None:
             raise BenchmarkError(f"{type(trunk).__name__} uses rotary position embedding, which the one-stream "
@@ -391,13 +492,88 @@ class OneStreamTracker(_Tracker):
         self.meta, self.coverage = getattr(trunk, "mim_meta", None), getattr(trunk, "coverage", None)
         self.embed_dim = int(trunk.embed_dim)
         self.head = CenterHead(self.embed_dim, int(head_channels))
+        self._setup_ce(ce_layers, ce_keep_ratio)
+
+    def _setup_ce(self, layers: Sequence[int], keep_ratio: float) -> None:
+        keep_ratio = float(keep_ratio)
+        if not 0 < keep_ratio <= 1:
+            raise BenchmarkError(f"ce_keep_ratio={keep_ratio} is not in (0, 1]", "OSTrack keeps 0.7; 1 turns CE off")
+        layers = sorted({int(i) for i in layers})
+        if any(i < 0 for i in layers):
+            raise BenchmarkError(f"ce_layers={layers}: block indices count from 0", "e.g. [3, 6, 9] (OSTrack)")
+        depth = len(self.trunk.blocks)
+        beyond = [i for i in layers if i >= depth]
+        if beyond:  # as OSTrack, which eliminates only at blocks that exist
+            log.warning("candidate elimination: the trunk has %d blocks, ce_layers %s are skipped", depth, beyond)
+            layers = [i for i in layers if i < depth]
+        if layers and keep_ratio < 1:
+            for i in layers:
+                blk = self.trunk.blocks[i]
+                if not isinstance(blk, _CE_BLOCKS) or not isinstance(blk.attn, _CE_ATTENTIONS):
+                    raise BenchmarkError(f"candidate elimination at block {i}: {type(blk).__name__} with "
+                                         f"{type(getattr(blk, 'attn', None)).__name__} is not a pre-norm timm ViT / "
+                                         "BEiT / EVA block", "set ce_layers=[] for this backbone")
+        self.ce_layers = tuple(layers)
+        self.ce_keep_ratio = keep_ratio
+        self.ce_template_token = ce_template_token(self.template_feat_size)
+
+    @torch.no_grad()
+    def _ce_scores(self, blk: nn.Module, h: Tensor, tokens: Tensor | None, shared_bias: Tensor | None) -> Tensor:
+        """(B, n): the attention of the template's centre token to each present search token in block ``blk`` with
+        input ``h`` (B, Nz + n, C), a softmax over all present tokens averaged over the heads (OSTrack's CE score),
+        written out in float32 for this one query. ``tokens``: the present tokens' indices into the original
+        sequence (None: all); ``shared_bias``: the BEiT shared bias over the original sequence (heads, N, N)."""
+        attn, nz, row = blk.attn, self.template_feat_size ** 2, self.ce_template_token
+        with torch.autocast(h.device.type, enabled=False):
+            x = blk.norm1(h.float())
+            b, n, _ = x.shape
+            q_in = x[:, row:row + 1]
+            if getattr(attn, "qkv", None) is not None:
+                w = attn.qkv.weight.float()
+                d = w.shape[0] // 3
+                bias = attn.qkv.bias.float() if attn.qkv.bias is not None else None
+                q = F.linear(q_in, w[:d], None if bias is None else bias[:d])
+                k = F.linear(x, w[d:2 * d], None if bias is None else bias[d:2 * d])
+            else:  # EVA with separate projections
+                q, k = attn.q_proj(q_in), attn.k_proj(x)
+            if getattr(attn, "q_bias", None) is not None:  # BEiT / EVA: separate q (and k) biases
+                q = q + attn.q_bias.float()
+            if getattr(attn, "k_bias", None) is not None:
+                k = k + attn.k_bias.float()
+            heads = attn.num_heads
+            q = q.view(b, 1, heads, -1).transpose(1, 2)
+            k = k.view(b, n, heads, -1).transpose(1, 2)
+            q, k = getattr(attn, "q_norm", nn.Identity())(q), getattr(attn, "k_norm", nn.Identity())(k)
+            logits = (q * attn.scale) @ k.transpose(-2, -1)  # (B, heads, 1, n)
+            full = []
+            if isinstance(attn, _JointBeitAttention):
+                full.append(attn._joint_bias())
+            if shared_bias is not None:
+                full.append(shared_bias)
+            if full:
+                bias_row = sum(full)[:, row].float()  # (heads, N): the centre query's row, every original key
+                bias_row = bias_row[None] if tokens is None else bias_row[:, tokens].transpose(0, 1)
+                logits = logits + bias_row[:, :, None]
+            weights = logits.softmax(dim=-1)[..., nz:]  # (B, heads, 1, n - nz)
+        return weights.mean(dim=2).mean(dim=1)
 
     # -- forward -------------------------------------------------------------------------------------------------
     def _tokens(self, img: Tensor) -> Tensor:
         x = self.trunk.patch_embed(img)
         return x.flatten(1, 2) if x.ndim == 4 else x  # dynamic_img_size ViTs embed to NHWC
 
-    def forward(self, template: Tensor, search: Tensor) -> dict[str, Tensor]:
+    def forward(self, template: Tensor, search: Tensor, ce_keep_rate: float | None = None) -> dict[str, Tensor]:
+        """Score / size / offset maps; ``ce_keep_rate``: candidate elimination's rate for this call (training's
+        schedule), None: ``ce_keep_ratio`` (OSTrack's test rate)."""
+        feat, _ = self.forward_features(template, search, ce_keep_rate)
+        score, size, offset = self.head(feat)
+        return {"score": score, "size": size, "offset": offset}
+
+    def forward_features(self, template: Tensor, search: Tensor, ce_keep_rate: float | None = None
+                         ) -> tuple[Tensor, dict[str, Any]]:
+        """The search features the head reads (B, C, G, G) and candidate elimination's record: ``kept`` (B, n), the
+        grid indices of the search tokens that left the trunk, in their order there (None: all, in grid order),
+        and ``removed``, the grid indices dropped at each elimination (one (B, k) tensor per elimination)."""
         self._check_inputs(template, search)
         t = self.trunk
         z, x = self._tokens(template), self._tokens(search)
@@ -408,23 +584,41 @@ class OneStreamTracker(_Tracker):
         h = getattr(t, "pos_drop", nn.Identity())(h)
         h = getattr(t, "norm_pre", nn.Identity())(h)
         kwargs: dict[str, Any] = {}
+        shared = None
         if self.is_beit:
-            shared = None
             if t.rel_pos_bias is not None:
                 rpb = t.rel_pos_bias
                 shared = joint_rel_pos_bias(rpb.relative_position_bias_table, rpb.window_size,
                                             (self.template_feat_size,) * 2, (self.feat_size,) * 2)
             kwargs["shared_rel_pos_bias"] = shared
-        for blk in t.blocks:
+        rate = self.ce_keep_ratio if ce_keep_rate is None else float(ce_keep_rate)
+        ce_layers = self.ce_layers if rate < 1 else ()
+        nz = z.shape[1]
+        kept: Tensor | None = None  # grid indices of the present search tokens (None: all, in order)
+        tokens: Tensor | None = None  # the present tokens' indices into [template; search] (None: all)
+        removed: list[Tensor] = []
+        for i, blk in enumerate(t.blocks):
+            scores = self._ce_scores(blk, h, tokens, shared) if i in ce_layers else None
             if getattr(t, "grad_checkpointing", False) and torch.is_grad_enabled():
-                h = _grad_checkpoint(blk, h, use_reentrant=False, **kwargs)
+                h = _grad_checkpoint(_run_block, blk, h, tokens, use_reentrant=False, **kwargs)
             else:
-                h = blk(h, **kwargs)
+                h = _run_block(blk, h, tokens, **kwargs)
+            if scores is None:
+                continue
+            h, kept, gone = candidate_elimination(h, scores, nz, rate, kept)
+            if gone is None:
+                continue
+            removed.append(gone)
+            template_index = torch.arange(nz, device=h.device).expand(h.shape[0], nz)
+            tokens = torch.cat([template_index, kept + nz], dim=1)
+            if shared is not None:
+                kwargs["shared_rel_pos_bias"] = _gather_bias(shared, tokens)
         h = getattr(t, self._final_norm)(h)
         b, g = h.shape[0], self.feat_size
-        feat = h[:, z.shape[1]:].transpose(1, 2).reshape(b, -1, g, g)
-        score, size, offset = self.head(feat)
-        return {"score": score, "size": size, "offset": offset}
+        x = h[:, nz:]
+        if kept is not None:  # removed tokens back at their grid cells as zeros, after the final norm (OSTrack)
+            x = x.new_zeros(b, g * g, x.shape[-1]).scatter(1, kept[:, :, None].expand(-1, -1, x.shape[-1]), x)
+        return x.transpose(1, 2).reshape(b, -1, g, g), {"kept": kept, "removed": removed}
 
     # -- decoding and losses -------------------------------------------------------------------------------------
     def _probabilities(self, out: dict[str, Tensor]) -> Tensor:
@@ -703,11 +897,13 @@ def tracker_design(arch: str) -> str:
 
 def build_tracker(ckpt: str | os.PathLike, *, template_size: int, search_size: int, drop_path: float = 0.0,
                   head_channels: int = 256, fusion_dim: int = 384, fusion_layers: int = 4, fusion_heads: int = 8,
-                  fusion_drop_path: float = 0.1, allow_partial: bool = False) -> OneStreamTracker | TwoStreamTracker:
+                  fusion_drop_path: float = 0.1, ce_layers: Sequence[int] = (), ce_keep_ratio: float = 1.0,
+                  allow_partial: bool = False) -> OneStreamTracker | TwoStreamTracker:
     """The tracker for a canonical checkpoint: one-stream (OSTrack; paper sizes 128 / 256) for ViT / BEiT,
     two-stream (SwinTrack; 112 / 224) for Swin / SwinV2. ``drop_path``: the trunk's stochastic depth;
-    ``head_channels``: the centre head's width (one-stream); ``fusion_*``: the fusion transformer (two-stream).
-    The trunk's weights are loaded and checked by :func:`benchmark.checkpoint.load_backbone`."""
+    ``head_channels``, ``ce_*`` (candidate elimination): the centre head's width and OSTrack's CE (one-stream);
+    ``fusion_*``: the fusion transformer (two-stream). The trunk's weights are loaded and checked by
+    :func:`benchmark.checkpoint.load_backbone`."""
     meta = load_canonical(ckpt).meta
     arch = str(meta.get("arch"))
     design = tracker_design(arch)
@@ -718,7 +914,7 @@ def build_tracker(ckpt: str | os.PathLike, *, template_size: int, search_size: i
         trunk = load_backbone(ckpt, allow_partial=allow_partial, drop_path_rate=float(drop_path),
                               **({"dynamic_img_size": True} if family(arch) == "plain" else {}))
         return OneStreamTracker(trunk, template_size=template_size, search_size=search_size,
-                                head_channels=head_channels)
+                                head_channels=head_channels, ce_layers=ce_layers, ce_keep_ratio=ce_keep_ratio)
     _check_multiple(template_size, search_size, 4 * patch, f"the stride of Swin stage 3 ({4 * patch})")
     trunk = load_backbone(ckpt, allow_partial=allow_partial, drop_path_rate=float(drop_path), strict_img_size=False)
     return TwoStreamTracker(trunk, template_size=template_size, search_size=search_size, fusion_dim=fusion_dim,

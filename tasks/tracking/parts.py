@@ -1,20 +1,23 @@
 """The registered parts of the tracking tasks: the mmengine model around a tracker, the evaluation dataset of whole
 sequences, one-pass tracking, and the metric. Imported only when a tracking task runs (``register()``).
 
-One-pass evaluation (OSTrack's / SwinTrack's test loop): the template is cropped once from frame 1 around the
-given box (``template_factor`` x its size); every later frame is searched in a crop of ``search_factor`` x the
-last box, centred on it; the tracker's response map is combined with its design's Hann window
-(``tracker.decode``), the box is mapped back to the image and clipped to it (OSTrack's ``clip_box`` with a
-10-pixel margin). Frame 1 is reported as the given box (the GOT-10k and LaSOT toolkits both expect it). No
-template update, no re-detection. Frames are decoded ahead by a DataLoader (``decode_workers`` processes); the
-per-frame time covers cropping, the forward pass and the box, not the decoding, and gives the tracker's speed
-(``fps``) stored with the result. Under DDP, mmengine's test loop gives each rank its share of the sequences and
-gathers the results on rank 0, where the metric scores them and writes the result files.
+One-pass evaluation (OSTrack's / SwinTrack's test loop): the template is cropped once from frame 1 around the given
+box (``template_factor`` x its size); every later frame is searched in a crop of ``search_factor`` x the last box,
+centred on it (the design's ``crop_rule``: OSTrack's sqrt(w*h) x factor, or SwinTrack's SiamFC context with the box
+raised to at least 10 x 10 px for the search crop); the tracker's response map is combined with its design's Hann
+window (``tracker.decode``) and the box is mapped back to the image: ``ostrack`` clips it to the image (``clip_box``,
+a 10-pixel margin) and reports that; ``swintrack`` reports it as predicted and searches the next frame around it held
+inside the image (``swintrack_update``). Frame 1 is reported as the given box (the GOT-10k and LaSOT toolkits both
+expect it). No template update, no re-detection. Frames are decoded ahead by a DataLoader (``decode_workers``
+processes); the per-frame time covers cropping, the forward pass and the box, not the decoding, and gives the
+tracker's speed (``fps``) stored with the result. Under DDP, mmengine's test loop gives each rank its share of the
+sequences and gathers the results on rank 0, where the metric scores them and writes the result files.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -28,9 +31,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from benchmark.errors import TaskFailed
 
-from .crops import crop_around, normalize
+from .crops import TEST_MIN_SIZE, crop_around, normalize
 from .metrics import SequenceResult, got10k_scores, lasot_scores
-from .model import build_tracker
+from .model import build_tracker, ce_keep_rate
 from .sequences import Sequence, load_frame
 from .submission import write_got10k_submission
 
@@ -47,6 +50,18 @@ def clip_box(box: np.ndarray, width: int, height: int, margin: int = CLIP_MARGIN
     x1, x2 = min(max(0.0, x1), width - margin), min(max(float(margin), x2), float(width))
     y1, y2 = min(max(0.0, y1), height - margin), min(max(float(margin), y2), float(height))
     return np.array([x1, y1, max(float(margin), x2 - x1), max(float(margin), y2 - y1)])
+
+
+def swintrack_update(state: np.ndarray, pred: np.ndarray, width: int, height: int) -> np.ndarray:
+    """SwinTrack's next search centre (``SiamFCCurationParameterSimpleProvider.update``): the predicted box (x, y,
+    w, h) with its corners held in [0.5, size - 0.5] (``bbox_restrict_in_image_boundary_``); a box left empty by
+    that keeps the previous ``state``. (SwinTrack reports the predicted box itself, unclipped.)"""
+    x1, y1, w, h = (float(v) for v in pred)
+    x1, y1 = max(x1, 0.5), max(y1, 0.5)
+    x2, y2 = min(float(pred[0]) + w, width - 0.5), min(float(pred[1]) + h, height - 0.5)
+    if not (x1 < x2 and y1 < y2):
+        return np.asarray(state, dtype=np.float64)
+    return np.array([x1, y1, x2 - x1, y2 - y1])
 
 
 # ------------------------------------------------------------------------------------------------- data
@@ -97,21 +112,33 @@ class TrackerModel(BaseModel):
 
     ``mode='loss'``: a batch of the pair dataset (template, search, box) -> the tracker's losses;
     ``mode='predict'``: ``sequence`` (a list of sequence dicts) -> one tracking result per sequence.
+
+    Candidate elimination (one-stream, ``ce_layers``): training step ``s`` (0-based) falls in epoch
+    ``floor(s / ce_epoch_iters) + 1`` of the run (OSTrack counts epochs from 1), whose keep rate is OSTrack's
+    schedule (:func:`tasks.tracking.model.ce_keep_rate` from ``ce_start_epoch`` over ``ce_warm_epochs`` down to
+    ``ce_keep_ratio``); tracking uses ``ce_keep_ratio``.
     """
 
     def __init__(self, checkpoint: str, template_size: int, search_size: int, template_factor: float = 2.0,
-                 search_factor: float = 4.0, drop_path: float = 0.0, head_channels: int = 256,
+                 search_factor: float = 4.0, crop_rule: str = "ostrack", drop_path: float = 0.0,
+                 head_channels: int = 256,
                  fusion_dim: int = 384, fusion_layers: int = 4, fusion_heads: int = 8, fusion_drop_path: float = 0.1,
-                 fusion_drop_path_warmup_iters: int = 0, allow_partial: bool = False, decode_workers: int = 0,
-                 data_preprocessor: dict | None = None):
+                 fusion_drop_path_warmup_iters: int = 0, ce_layers: list | tuple = (), ce_keep_ratio: float = 1.0,
+                 ce_start_epoch: float = 0.0, ce_warm_epochs: float = 0.0, ce_epoch_iters: float = 1.0,
+                 allow_partial: bool = False, decode_workers: int = 0, data_preprocessor: dict | None = None):
         super().__init__(data_preprocessor=data_preprocessor)
         # named `backbone` like every task model here; its `trunk` is the checkpoint's (loaded and checked)
         self.backbone = build_tracker(checkpoint, template_size=int(template_size), search_size=int(search_size),
                                       drop_path=float(drop_path), head_channels=int(head_channels),
                                       fusion_dim=int(fusion_dim), fusion_layers=int(fusion_layers),
                                       fusion_heads=int(fusion_heads), fusion_drop_path=float(fusion_drop_path),
+                                      ce_layers=[int(i) for i in ce_layers], ce_keep_ratio=float(ce_keep_ratio),
                                       allow_partial=bool(allow_partial))
+        self.ce_start_epoch, self.ce_warm_epochs = float(ce_start_epoch), float(ce_warm_epochs)
+        self.ce_epoch_iters = max(float(ce_epoch_iters), 1e-9)
+        self.ce = bool(getattr(self.backbone, "ce_layers", ())) and getattr(self.backbone, "ce_keep_ratio", 1.0) < 1
         self.template_factor, self.search_factor = float(template_factor), float(search_factor)
+        self.crop_rule = str(crop_rule)  # the training pairs' crop geometry (crops.crop_around's rule)
         # SwinTrack's drop-path warm-up: the fusion layers' drop path is off for the first
         # ``fusion_drop_path_warmup_iters`` training steps, then at ``fusion_drop_path``; the step count is a buffer,
         # so a resumed run continues where it stopped
@@ -127,17 +154,26 @@ class TrackerModel(BaseModel):
     def forward(self, template=None, search=None, box=None, sequence=None, mode: str = "tensor"):
         if mode == "predict":
             return [self.track(item.fields) for item in sequence]
-        if mode == "loss" and self.training and hasattr(self.backbone, "set_fusion_drop_path"):
-            warm = int(self.train_steps) < self.fusion_drop_path_warmup_iters
-            rate = 0.0 if warm else self.fusion_drop_path
-            if rate != self._fusion_rate:
-                self.backbone.set_fusion_drop_path(rate)
-                self._fusion_rate = rate
+        kwargs = {}
+        if mode == "loss" and self.training and (self.ce or hasattr(self.backbone, "set_fusion_drop_path")):
+            steps = int(self.train_steps)
+            if hasattr(self.backbone, "set_fusion_drop_path"):
+                rate = 0.0 if steps < self.fusion_drop_path_warmup_iters else self.fusion_drop_path
+                if rate != self._fusion_rate:
+                    self.backbone.set_fusion_drop_path(rate)
+                    self._fusion_rate = rate
+            if self.ce:
+                kwargs["ce_keep_rate"] = self.ce_keep_rate(steps)
             self.train_steps += 1
-        out = self.backbone(_stacked(template), _stacked(search))
+        out = self.backbone(_stacked(template), _stacked(search), **kwargs)
         if mode == "loss":
             return self.backbone.loss(out, _stacked(box).float())
         return out
+
+    def ce_keep_rate(self, step: int) -> float:
+        """Candidate elimination's keep rate at training step ``step`` (0-based): OSTrack's per-epoch schedule."""
+        epoch = math.floor(step / self.ce_epoch_iters + 1e-9) + 1
+        return ce_keep_rate(epoch, self.ce_start_epoch, self.ce_warm_epochs, self.backbone.ce_keep_ratio)
 
     @property
     def device(self) -> torch.device:
@@ -161,17 +197,21 @@ class TrackerModel(BaseModel):
             start = time.perf_counter()
             height, width = image.shape[:2]
             if i == 0:
-                z = crop_around(image, state, self.template_factor, tracker.template_size)
+                z = crop_around(image, state, self.template_factor, tracker.template_size, rule=self.crop_rule)
                 template = normalize(z.image)[None].to(dev)
                 boxes[0] = state
             else:
-                x = crop_around(image, state, self.search_factor, tracker.search_size)
+                x = crop_around(image, state, self.search_factor, tracker.search_size, rule=self.crop_rule,
+                                min_size=TEST_MIN_SIZE.get(self.crop_rule, 0.0))
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
                     out = tracker(template, normalize(x.image)[None].to(dev))
                 box, _ = tracker.decode(out, window)
                 cx, cy, w, h = (box[0].float().cpu().numpy() * tracker.search_size).tolist()
-                state = clip_box(x.to_image(np.array([cx - w / 2, cy - h / 2, w, h])), width, height)
-                boxes[i] = state
+                pred = x.to_image(np.array([cx - w / 2, cy - h / 2, w, h]))
+                if self.crop_rule == "swintrack":  # reports the box as predicted, searches around it held in view
+                    boxes[i], state = pred, swintrack_update(state, pred, width, height)
+                else:  # OSTrack: the clipped box is both the answer and the next search centre
+                    boxes[i] = state = clip_box(pred, width, height)
             if cuda:
                 torch.cuda.synchronize(dev)
             times[i] = time.perf_counter() - start

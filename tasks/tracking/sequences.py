@@ -8,6 +8,7 @@ GOT-10k::
         groundtruth.txt                              x,y,w,h per frame (test: the first frame only)
         absence.label  cover.label  cut_by_image.label   one integer per frame (train / val only)
         meta_info.ini                                [METAINFO] then "key: value" lines, incl. resolution: (W, H)
+                                                     and anno_fps: 10Hz (the annotation's frame rate)
 
 LaSOT::
 
@@ -44,6 +45,11 @@ GOT10K_FIX = "see docs/datasets.md (GOT-10k) for the expected layout, or use --d
 LASOT_FIX = "see docs/datasets.md (LaSOT) for the expected layout, or use --data mini"
 FRAME_NAME = re.compile(r"^(\d{8})\.jpg$")
 RESOLUTION = re.compile(r"^\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
+ANNO_FPS = re.compile(r"^(\d+(?:\.\d+)?)\s*Hz$", re.IGNORECASE)
+# frame rates of the annotated frames as the datasets document them: GOT-10k is annotated at 10 Hz (meta_info.ini's
+# anno_fps, used when that line is missing), LaSOT at 30 fps (every frame of its 30 fps videos)
+GOT10K_FPS = 10.0
+LASOT_FPS = 30.0
 
 
 class FrameFiles(SequenceABC):
@@ -93,7 +99,8 @@ class Sequence:
     ``boxes`` is (N, 4) float64 x, y, w, h in pixels; GOT-10k test has only the first frame's box, shape (1, 4).
     ``visible`` is (N,) bool: whether the target can be seen (and has a box with positive size) in that frame.
     ``cover`` is GOT-10k's per-frame visible-ratio level 0..8 (train / val), else None. ``resolution`` is (W, H)
-    from GOT-10k's meta_info.ini, None where the file or the line is absent.
+    from GOT-10k's meta_info.ini, None where the file or the line is absent. ``fps`` is the frame rate of the
+    annotated frames (GOT-10k's ``anno_fps``, else its documented 10; LaSOT 30), None where unknown.
     """
 
     name: str
@@ -102,6 +109,7 @@ class Sequence:
     visible: np.ndarray
     cover: np.ndarray | None = None
     resolution: tuple[int, int] | None = None
+    fps: float | None = None
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -195,6 +203,17 @@ def parse_resolution(path: Path, meta: dict[str, str] | None) -> tuple[int, int]
     return int(m.group(1)), int(m.group(2))
 
 
+def parse_fps(path: Path, meta: dict[str, str] | None) -> float:
+    """``anno_fps: <n>Hz`` from a parsed meta_info.ini; GOT-10k's documented 10 if absent, DataError if unreadable."""
+    if not meta or "anno_fps" not in meta:
+        return GOT10K_FPS
+    m = ANNO_FPS.match(meta["anno_fps"])
+    if not m or not float(m.group(1)) > 0:
+        raise DataError(f"{path}: cannot parse anno_fps {meta['anno_fps']!r}, expected e.g. '10Hz'",
+                        f"the file is garbled: re-extract it ({GOT10K_FIX})")
+    return float(m.group(1))
+
+
 def read_list(path: Path, fix: str) -> list[str]:
     """Non-empty, stripped lines of a sequence list file."""
     names = [line.strip() for line in _read_text(path, fix).splitlines() if line.strip()]
@@ -230,15 +249,16 @@ def read_got10k_sequence(folder: Path, split: str) -> Sequence:
                         f"re-extract the split or remove the name from list.txt ({GOT10K_FIX})")
     boxes = read_boxes(folder / "groundtruth.txt", GOT10K_FIX)
     meta_path = folder / "meta_info.ini"
-    resolution = parse_resolution(meta_path, read_meta(meta_path))
+    meta = read_meta(meta_path)
+    resolution, fps = parse_resolution(meta_path, meta), parse_fps(meta_path, meta)
     if split == "test":
         n = _count_test_frames(folder)
-        return Sequence(folder.name, FrameFiles(folder, n), boxes[:1], np.ones(n, bool), None, resolution)
+        return Sequence(folder.name, FrameFiles(folder, n), boxes[:1], np.ones(n, bool), None, resolution, fps)
     n = len(boxes)
     absence = read_labels(folder / "absence.label", n, range(2), GOT10K_FIX)
     cover = read_labels(folder / "cover.label", n, range(9), GOT10K_FIX)
     visible = (absence == 0) & (cover > 0) & _box_ok(boxes)
-    return Sequence(folder.name, FrameFiles(folder, n), boxes, visible, cover, resolution)
+    return Sequence(folder.name, FrameFiles(folder, n), boxes, visible, cover, resolution, fps)
 
 
 def _count_test_frames(folder: Path) -> int:
@@ -280,7 +300,7 @@ def read_lasot_sequence(root: Path, name: str) -> Sequence:
     occluded = read_labels(folder / "full_occlusion.txt", n, range(2), LASOT_FIX)
     out_of_view = read_labels(folder / "out_of_view.txt", n, range(2), LASOT_FIX)
     visible = (occluded == 0) & (out_of_view == 0) & _box_ok(boxes)
-    return Sequence(name, FrameFiles(folder / "img", n), boxes, visible)
+    return Sequence(name, FrameFiles(folder / "img", n), boxes, visible, fps=LASOT_FPS)
 
 
 # ------------------------------------------------------------------------------------------------------ frames
