@@ -377,8 +377,8 @@ def write(results: dict, out_dir: Path, stem: str) -> tuple[Path, Path]:
                      f"{i['peak_mib']:.0f}{'' if i['peak_reset'] else ' *'} |")
     lines += ["", f"## Training step, batch {cfg['batch']} of random pairs", "",
               "forward + loss + backward + gradient clipping (0.1, both designs' recipes) + AdamW step, drop path "
-              "0.1, one-stream with candidate elimination (keep 0.7 at blocks 3, 6, 9), `train()` mode" + (", bf16 autocast" if dev == "cuda" else
-                                                                        ", fp32")
+              "0.1, one-stream with candidate elimination (keep 0.7 at blocks 3, 6, 9), `train()` mode"
+              + (", bf16 autocast" if dev == "cuda" else ", fp32")
               + f"; median of {cfg['steps']} steps after {cfg['warmup_steps']} warm-up step(s).", "",
               f"| model | batch | pairs/s | median s/step (min–max) | {mem} MiB | the design's recipe: pairs → days at "
               "this rate |", "|---|---|---|---|---|---|"]

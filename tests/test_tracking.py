@@ -11,6 +11,7 @@ import sqlite3
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.conftest import TINY_SWIN, db_extra, db_results, make_ckpt, run_cli
@@ -32,6 +33,9 @@ def tracked(tmp_path_factory, tiny_vit_ckpt):
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
     untrained = run_cli("run", "--tasks", "got10k,lasot", "--set", "iters=1", *common, env=threads)
     assert untrained.returncode == 0, untrained.stderr[-3000:]
+    # a second seed, in its own DB (the other tests read one result per metric), for the learnability check
+    seed1 = run_cli("run", "--tasks", "got10k,lasot", "--seed", "1", *common[:-1], wd / "r_seed1.db", env=threads)
+    assert seed1.returncode == 0, seed1.stderr[-3000:]
     return wd, db, common
 
 
@@ -62,13 +66,17 @@ def test_both_tasks_store_their_metrics_speed_and_result_files(tracked):
 
 
 def test_the_mini_data_is_learnable(tracked):
-    """The ci tracker beats the same tracker after one iteration on both benchmarks. GOT-10k by a wide margin
-    (measured: AO 31.4 and 37.7 in two runs vs 5.7). LaSOT's mini test sequences hold full occlusions and exits,
-    which a one-pass tracker without re-detection rarely survives (LaSOT counts those frames as failures), so its gain
-    is small and noisy (success 12.6 and 10.7 in two runs vs 9.4; precision 39.2 vs 30.7): every LaSOT metric must
-    improve, with no margin that a different CPU's thread count could eat."""
-    _, db, _ = tracked
-    res = db_results(db).set_index(["task", "preset", "metric"])["value"]
+    """The ci tracker, averaged over seeds 0 and 1, beats the same tracker after one iteration on both benchmarks.
+    A tiny tracker trained for 300 steps lands in a good or a poor basin depending on the seed and on float rounding
+    (the thread count): GOT-10k AO measured 30.4 / 19.9 (seeds 0 / 1) with 2 threads and 9.7 / 30.3 with 1 thread,
+    vs 5.7 after one iteration; SR50 23.3 / 11.0 and 1.8 / 32.5 vs 0. One seed can miss a +10 margin, the mean of two
+    clears it on both thread counts (AO 25.2 and 20.0, SR50 17.2 and 17.2). LaSOT's mini test sequences hold full
+    occlusions and exits, which a one-pass tracker without re-detection rarely survives (LaSOT counts those frames as
+    failures), so its gain is small (success 16.4 / 12.5 with 2 / 1 threads vs 9.4): every LaSOT metric's mean must
+    improve, with no margin."""
+    wd, db, _ = tracked
+    both = pd.concat([db_results(db), db_results(wd / "r_seed1.db")])
+    res = both.groupby(["task", "preset", "metric"])["value"].mean()
     assert res["got10k", "ci", "AO"] > res["got10k", "ci+iters=1", "AO"] + 10, res
     assert res["got10k", "ci", "SR50"] > res["got10k", "ci+iters=1", "SR50"] + 10, res
     for metric in ("success_auc", "precision", "norm_precision"):

@@ -138,7 +138,8 @@ class COCODet(mm.TrainedTask):
                                        "ViT vitdet", nullable=True, choices=("standard", "vitdet")),
         "attention": Param("global", str, "plain ViT backbone attention: global (every block, with the class token) or "
                                           "vitdet (window 14 except the last block of each depth quarter, decomposed "
-                                          "relative positions, no class token); null: ViT vitdet / Swin, BEiT global",
+                                          "relative positions, no class token); null: ViT vitdet / Swin, BEiT, "
+                                          "EVA global",
                            nullable=True, choices=("global", "vitdet")),
         "fpn_channels": Param(256, int, "FPN / RoI head width"),
         "fc_channels": Param(1024, int, "box head fully connected width"),
