@@ -29,12 +29,13 @@ def tracked(tmp_path_factory, tiny_vit_ckpt):
     # chaotic, its float sums (and so its scores) depend on the thread count (with one thread each under --jobs 2,
     # the same training once reached GOT-10k AO 17.7 instead of 31.4); the margins below were measured this way
     threads = {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
-    out = run_cli("run", "--tasks", "got10k,lasot", *common, env=threads)
+    out = run_cli("run", "--tasks", "got10k,lasot", *common, env=threads, timeout=1800)
     assert out.returncode == 0, out.stdout + out.stderr[-3000:]
-    untrained = run_cli("run", "--tasks", "got10k,lasot", "--set", "iters=1", *common, env=threads)
+    untrained = run_cli("run", "--tasks", "got10k,lasot", "--set", "iters=1", *common, env=threads, timeout=1800)
     assert untrained.returncode == 0, untrained.stderr[-3000:]
     # a second seed, in its own DB (the other tests read one result per metric), for the learnability check
-    seed1 = run_cli("run", "--tasks", "got10k,lasot", "--seed", "1", *common[:-1], wd / "r_seed1.db", env=threads)
+    seed1 = run_cli("run", "--tasks", "got10k,lasot", "--seed", "1", *common[:-1], wd / "r_seed1.db", env=threads,
+                    timeout=1800)
     assert seed1.returncode == 0, seed1.stderr[-3000:]
     return wd, db, common
 
