@@ -447,9 +447,11 @@ def test_build_tracker_refuses_bad_sizes_and_archs(ckpts):
         build_tracker(ckpts["swin"], template_size=32, search_size=64, fusion_dim=30, fusion_heads=4)
 
 
-@pytest.mark.parametrize("name", ["vit", "beit_block", "swin"])
-def test_gradient_checkpointing_gives_the_same_outputs(ckpts, name):
-    model = _build(ckpts, name).eval()
+@pytest.mark.parametrize("name,ce", [("vit", False), ("beit_block", False), ("swin", False), ("vit", True),
+                                     ("beit_block", True)])
+def test_gradient_checkpointing_gives_the_same_outputs(ckpts, name, ce):
+    """Also with candidate elimination: the kept tokens' bias rows are gathered inside the checkpointed blocks."""
+    model = _build(ckpts, name, **(dict(ce_layers=[0], ce_keep_ratio=0.7) if ce else {})).eval()
     inputs = _inputs(model)
     ref = model(*inputs)
     model.trunk.set_grad_checkpointing(True)
@@ -458,6 +460,8 @@ def test_gradient_checkpointing_gives_the_same_outputs(ckpts, name):
         torch.testing.assert_close(out[k], ref[k])
     _total(model.loss(out, GT)).backward()
     assert model.trunk.patch_embed.proj.weight.grad is not None
+    tables = [p for n, p in model.trunk.named_parameters() if "relative_position_bias_table" in n]
+    assert all(p.grad is not None for p in tables)
 
 
 # ---------------------------------------------------------------------------------------- candidate elimination
@@ -633,20 +637,6 @@ def test_beit_ce_gathers_the_relative_position_bias(ckpts, name):
     _total(model.train().loss(model(z_img, x_img), GT)).backward()
     no_grad = [n for n, p in model.named_parameters() if p.grad is None]
     assert not no_grad, no_grad
-
-
-@pytest.mark.parametrize("name", ["vit", "beit_block"])
-def test_ce_with_gradient_checkpointing_gives_the_same_outputs(ckpts, name):
-    model = _build(ckpts, name, ce_layers=[0], ce_keep_ratio=0.7).eval()
-    inputs = _inputs(model)
-    ref = model(*inputs)
-    model.trunk.set_grad_checkpointing(True)
-    out = model(*inputs)
-    for k in ref:
-        torch.testing.assert_close(out[k], ref[k])
-    _total(model.loss(out, GT)).backward()
-    tables = [p for n, p in model.trunk.named_parameters() if "relative_position_bias_table" in n]
-    assert all(p.grad is not None for p in tables)
 
 
 def test_ce_settings_are_checked(ckpts, caplog):
